@@ -67,6 +67,8 @@ class Metric:
 
     ``params`` holds the knobs the figure depends on (size, dtype, ranks...); the report uses them
     to tell series apart and, via ``x``, to pick the parameter plotted on the horizontal axis.
+    ``curve`` is an optional short series behind the figure (first key is the x axis, e.g.
+    ``{"step": [...], "loss": [...]}``), which the report plots as it is.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Metric:
     projection: Projection | None = None
     params: dict[str, Any] = field(default_factory=dict)
     x: str | None = None
+    curve: dict[str, list[float]] = field(default_factory=dict)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -102,6 +105,9 @@ class Metric:
                 f"Metric {self.name!r}: a projected metric needs a Projection and a measured one must not have "
                 f"one (kind={self.kind!r}, projection={self.projection!r})"
             )
+        lengths = {key: len(values) for key, values in self.curve.items()}
+        if self.curve and (len(lengths) < 2 or len(set(lengths.values())) != 1):
+            raise ValueError(f"Metric {self.name!r}: curve needs an x and at least one y of equal lengths, got {lengths}")
         if self.x is not None and self.x not in self.params:
             raise ValueError(f"Metric {self.name!r}: x={self.x!r} must be a key of params {sorted(self.params)}")
 
