@@ -1,0 +1,358 @@
+"""A dynamic-batching inference engine: bounded queue, batched prefill, continuous decode batching.
+
+The model holds one KV cache whose batch rows are *slots*. Every iteration runs one forward over all
+slots, each row at its own cache positions: rows still reading their prompt feed a chunk of it
+(chunked prefill), rows that are generating feed their last token, empty rows feed padding. A new
+request takes a free slot at the next iteration, and a finished or cancelled one frees its slot at
+once, so a long generation never holds up a short one (iteration-level scheduling, as in Orca,
+Yu et al., OSDI 2022; prompt chunks bound the stall a long prompt adds, as in Sarathi, Agrawal et
+al., 2023).
+
+Padding never corrupts a slot: padded tokens write to the cache's last position, a scratch slot no
+request may reach (prompt + max_new_tokens <= cache length), and every real token writes its own
+position before any query can attend to it.
+
+When the engine is idle it waits up to ``max_queue_delay_ms`` for a batch of ``max_batch_size``
+requests to gather (dynamic batching); while requests are running it admits what is queued without
+waiting, since waiting would stall every running decode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from ai_system.inference.generate import SamplingParams, sample_tokens
+from ai_system.models.config import get_config
+from ai_system.models.transformer import Transformer
+
+
+class QueueFullError(RuntimeError):
+    """The request queue is at ``max_queue_size``: the caller should shed load (HTTP 429)."""
+
+
+class EngineClosedError(RuntimeError):
+    """The engine is stopping or stopped and accepts no new work (HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Batching knobs. ``max_batch_size`` is also the number of KV-cache slots."""
+
+    max_batch_size: int = 8
+    max_queue_size: int = 64
+    max_queue_delay_ms: float = 2.0
+    prefill_chunk: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "max_queue_size", "prefill_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EngineConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_queue_delay_ms < 0:
+            raise ValueError(f"EngineConfig.max_queue_delay_ms must be >= 0, got {self.max_queue_delay_ms}")
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the engine tells a request's owner: a new token, the end, or an error.
+
+    ``reason`` is the finish reason for ``done`` ("length", "stop" or "cancelled") and the message
+    for ``error``.
+    """
+
+    kind: Literal["token", "done", "error"]
+    token: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One engine iteration, for metrics: rows busy, tokens fed, queue left behind, time taken."""
+
+    batch_size: int
+    prefill_tokens: int
+    decode_tokens: int
+    emitted_tokens: int
+    queue_depth: int
+    seconds: float
+
+
+_request_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Request:
+    """One generation. The engine calls ``on_event`` from its own thread, so it must not block."""
+
+    prompt: list[int]
+    params: SamplingParams
+    on_event: Callable[[Event], None]
+    id: int = field(default_factory=lambda: next(_request_ids))
+    arrival: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    generated: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    prefilled: int = 0
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+    @property
+    def next_position(self) -> int:
+        """Cache position of the next token fed: prompt tokens first, then all but the newest output."""
+        if self.prefilled < len(self.prompt):
+            return self.prefilled
+        return len(self.prompt) + len(self.generated) - 1
+
+
+def load_model(config_name: str = "debug", seed: int = 0, checkpoint: str | None = None,
+               device: str = "cpu") -> Transformer:
+    """The shared transformer, randomly initialized from ``seed`` unless a checkpoint is given.
+
+    Random weights produce meaningless text; they are enough to measure the serving system, whose
+    cost does not depend on what the weights say.
+    """
+    model = Transformer(get_config(config_name)).to(device)
+    if checkpoint is None:
+        model.init_weights(seed=seed)
+    else:
+        model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
+    return model.eval()
+
+
+class Engine:
+    """Runs requests on ``model`` from a background thread; ``submit`` never blocks."""
+
+    def __init__(self, model: Transformer, config: EngineConfig | None = None,
+                 on_step: Callable[[StepStats], None] | None = None) -> None:
+        self.model = model
+        self.config = config or EngineConfig()
+        self.on_step = on_step
+        self.cache_len = model.config.max_seq_len
+        self.scratch_position = self.cache_len - 1
+        self.device = next(model.parameters()).device
+        model.setup_cache(self.config.max_batch_size, self.cache_len)
+        self._slots: list[Request | None] = [None] * self.config.max_batch_size
+        self._queue: deque[Request] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._abort = False
+        self._thread: threading.Thread | None = None
+        self._generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        self._keys = torch.arange(self.cache_len, device=self.device)
+
+    @property
+    def max_context(self) -> int:
+        """Longest prompt + max_new_tokens a request may ask for."""
+        return self.cache_len
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def active(self) -> int:
+        return sum(slot is not None for slot in self._slots)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def ready(self) -> bool:
+        return self.running and not self._closing
+
+    def start(self) -> Engine:
+        if self._thread is not None:
+            raise RuntimeError("engine already started; an Engine runs once")
+        self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def check(self, prompt: list[int], params: SamplingParams) -> None:
+        """Raise ValueError if this request can never run here (empty, bad tokens, too long)."""
+        if not prompt:
+            raise ValueError("prompt must hold at least one token, got an empty prompt")
+        vocab = self.model.config.vocab_size
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise ValueError(f"prompt tokens must lie in [0, {vocab}), got min {min(prompt)} "
+                             f"and max {max(prompt)}")
+        total = len(prompt) + params.max_new_tokens
+        if total > self.max_context:
+            raise ValueError(f"prompt length {len(prompt)} + max_new_tokens {params.max_new_tokens} "
+                             f"= {total} exceeds the context of {self.max_context} tokens")
+
+    def submit(self, request: Request) -> None:
+        """Queue a request or raise at once: ValueError, QueueFullError or EngineClosedError."""
+        self.check(request.prompt, request.params)
+        if request.params.seed is not None:
+            request.generator = torch.Generator(device=self.device).manual_seed(request.params.seed)
+        with self._cond:
+            if self._closing or not self.running:
+                raise EngineClosedError("the engine is not accepting requests (not started or shutting down)")
+            if len(self._queue) >= self.config.max_queue_size:
+                raise QueueFullError(f"request queue is full ({self.config.max_queue_size} waiting)")
+            self._queue.append(request)
+            self._cond.notify()
+
+    def cancel(self, request: Request) -> None:
+        """Drop a request wherever it is; its slot is free at the next iteration."""
+        with self._cond:
+            request.cancelled = True
+            self._cond.notify()
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Reject queued requests, let running ones finish within ``drain_timeout`` s, abort the rest."""
+        with self._cond:
+            self._closing = True
+            rejected = list(self._queue)
+            self._queue.clear()
+            self._cond.notify()
+        for request in rejected:
+            self._emit(request, Event("error", reason="server shutting down before the request started"))
+        if self._thread is None:
+            return
+        self._thread.join(drain_timeout)
+        if self._thread.is_alive():
+            with self._cond:
+                self._abort = True
+                self._cond.notify()
+            self._thread.join()
+
+    def _emit(self, request: Request, event: Event) -> None:
+        try:
+            request.on_event(event)
+        except Exception:  # noqa: BLE001 - a broken consumer (closed event loop) must not kill the engine
+            request.cancelled = True
+
+    def _finish(self, slot: int, request: Request, event: Event) -> None:
+        request.finished_at = time.perf_counter()
+        self._slots[slot] = None
+        self._emit(request, event)
+
+    def _admit(self) -> bool:
+        """Move queued requests into free slots; returns False when the engine should exit."""
+        with self._cond:
+            while True:
+                for request in [r for r in self._queue if r.cancelled]:
+                    self._queue.remove(request)
+                    self._emit(request, Event("done", reason="cancelled"))
+                busy = self.active > 0
+                if self._abort or (self._closing and not busy):
+                    return False
+                if busy or self._queue:
+                    break
+                self._cond.wait()
+            free = [slot for slot, request in enumerate(self._slots) if request is None]
+            if not busy:
+                deadline = self._queue[0].arrival + self.config.max_queue_delay_ms / 1000
+                wanted = min(len(free), self.config.max_batch_size)
+                while len(self._queue) < wanted and not self._closing:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            for slot in free:
+                if not self._queue:
+                    break
+                self._slots[slot] = self._queue.popleft()
+        return True
+
+    def _run(self) -> None:
+        try:
+            while self._admit():
+                for slot, request in enumerate(self._slots):
+                    if request is not None and request.cancelled:
+                        self._finish(slot, request, Event("done", reason="cancelled"))
+                if self.active:
+                    self._step()
+        except Exception as error:  # noqa: BLE001 - report to every waiting client instead of hanging them
+            message = f"engine failure: {type(error).__name__}: {error}"
+            for slot, request in enumerate(self._slots):
+                if request is not None:
+                    self._finish(slot, request, Event("error", reason=message))
+            with self._cond:
+                self._closing = True
+                queued = list(self._queue)
+                self._queue.clear()
+            for request in queued:
+                self._emit(request, Event("error", reason=message))
+            raise
+        for slot, request in enumerate(self._slots):
+            if request is not None:
+                self._finish(slot, request, Event("error", reason="server shut down mid-request"))
+
+    @torch.inference_mode()
+    def _step(self) -> None:
+        """One forward over every slot, then one sampled token for each row that finished its prompt."""
+        start = time.perf_counter()
+        feeds: list[list[int]] = []
+        for request in self._slots:
+            if request is None:
+                feeds.append([])
+            elif request.prefilled < len(request.prompt):
+                feeds.append(request.prompt[request.prefilled:request.prefilled + self.config.prefill_chunk])
+            else:
+                feeds.append([request.generated[-1]])
+        width = max(len(feed) for feed in feeds)
+        slots = len(self._slots)
+        tokens = torch.zeros(slots, width, dtype=torch.long)
+        positions = torch.full((slots, width), self.scratch_position, dtype=torch.long)
+        for row, (request, feed) in enumerate(zip(self._slots, feeds, strict=True)):
+            if feed:
+                tokens[row, :len(feed)] = torch.tensor(feed)
+                positions[row, :len(feed)] = torch.arange(request.next_position,
+                                                          request.next_position + len(feed))
+        tokens, positions = tokens.to(self.device), positions.to(self.device)
+        mask = (self._keys.view(1, 1, -1) <= positions.unsqueeze(-1)).unsqueeze(1)
+        logits = self.model(tokens, positions, mask)
+
+        emitting: list[int] = []
+        prefill_tokens = decode_tokens = 0
+        for row, (request, feed) in enumerate(zip(self._slots, feeds, strict=True)):
+            if request is None:
+                continue
+            if request.prefilled < len(request.prompt):
+                request.prefilled += len(feed)
+                prefill_tokens += len(feed)
+                if request.prefilled < len(request.prompt):
+                    continue
+            else:
+                decode_tokens += 1
+            emitting.append(row)
+        if emitting:
+            self._sample_and_emit(emitting, logits[emitting, [len(feeds[row]) - 1 for row in emitting]])
+        if self.on_step is not None:
+            self.on_step(StepStats(batch_size=sum(bool(feed) for feed in feeds),
+                                   prefill_tokens=prefill_tokens, decode_tokens=decode_tokens,
+                                   emitted_tokens=len(emitting), queue_depth=len(self._queue),
+                                   seconds=time.perf_counter() - start))
+
+    def _sample_and_emit(self, rows: list[int], logits: torch.Tensor) -> None:
+        """Sample the batch with the engine's generator; a request with its own seed re-samples its row."""
+        requests = [self._slots[row] for row in rows]
+        temperature = torch.tensor([r.params.temperature for r in requests])
+        top_p = torch.tensor([r.params.top_p for r in requests])
+        next_tokens = sample_tokens(logits, temperature.to(self.device), top_p.to(self.device),
+                                    self._generator).tolist()
+        for index, request in enumerate(requests):
+            if request.generator is not None and request.params.temperature > 0:
+                next_tokens[index] = int(sample_tokens(logits[index:index + 1], request.params.temperature,
+                                                       request.params.top_p, request.generator))
+        now = time.perf_counter()
+        for row, request, token in zip(rows, requests, next_tokens, strict=True):
+            if request.first_token_at is None:
+                request.first_token_at = now
+            request.generated.append(token)
+            self._emit(request, Event("token", token=token))
+            if token == request.params.stop_token:
+                self._finish(row, request, Event("done", reason="stop"))
+            elif len(request.generated) >= request.params.max_new_tokens:
+                self._finish(row, request, Event("done", reason="length"))
