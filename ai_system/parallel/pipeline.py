@@ -1,0 +1,108 @@
+"""Pipeline parallelism of the shared transformer with ``torch.distributed.pipelining``.
+
+The model is cut by layers into ``num_stages`` stages; stage 0 keeps the embedding, the last stage
+the final norm and output head (the transformer's forward skips whatever a stage set to None).
+A batch is split into micro-batches and a schedule interleaves their forwards and backwards:
+
+* GPipe: all forwards, then all backwards; holds m micro-batches of activations.
+* 1F1B: after p warm-up forwards, alternate one forward and one backward; holds at most p.
+* Interleaved 1F1B: each rank owns v non-adjacent stages, which cuts the bubble by v.
+
+With p stages and m micro-batches of equal cost the idle fraction of a step (the bubble) is
+(p-1)/(m+p-1) for GPipe and 1F1B and (p-1)/(v·m+p-1) interleaved (Narayanan et al., 2021, §2.2).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
+
+from ai_system.models.transformer import Transformer
+
+SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b")
+
+
+def bubble_fraction(num_stages: int, n_microbatches: int, stages_per_rank: int = 1) -> float:
+    """Idle fraction of a pipeline step: (p-1)/(v·m+p-1) with p ranks, m micro-batches, v stages per rank."""
+    if num_stages < 1 or n_microbatches < 1 or stages_per_rank < 1:
+        raise ValueError(f"stages, micro-batches and stages per rank must be >= 1, got "
+                         f"{num_stages}, {n_microbatches}, {stages_per_rank}")
+    return (num_stages - 1) / (stages_per_rank * n_microbatches + num_stages - 1)
+
+
+def stage_layer_ranges(n_layers: int, num_stages: int) -> list[range]:
+    """Contiguous, balanced layer ranges: earlier stages take the remainder."""
+    if not 1 <= num_stages <= n_layers:
+        raise ValueError(f"num_stages must be between 1 and n_layers={n_layers}, got {num_stages}")
+    base, extra = divmod(n_layers, num_stages)
+    bounds = [0]
+    for stage in range(num_stages):
+        bounds.append(bounds[-1] + base + (stage < extra))
+    return [range(bounds[i], bounds[i + 1]) for i in range(num_stages)]
+
+
+def stage_module(model: Transformer, stage_index: int, num_stages: int) -> Transformer:
+    """A copy of ``model`` keeping only what stage ``stage_index`` of ``num_stages`` computes."""
+    if not 0 <= stage_index < num_stages:
+        raise ValueError(f"stage_index must be in [0, {num_stages}), got {stage_index}")
+    owned = stage_layer_ranges(model.config.n_layers, num_stages)[stage_index]
+    stage = copy.deepcopy(model)
+    for name in list(stage.layers.keys()):
+        if int(name) not in owned:
+            del stage.layers[name]
+    if stage_index > 0:
+        stage.tok_embeddings = None
+    if stage_index < num_stages - 1:
+        stage.norm = None
+        stage.output = None
+    return stage
+
+
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (batch, seq, vocab) against token ids (batch, seq)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def rank_stage_indices(rank: int, pp_size: int, stages_per_rank: int) -> list[int]:
+    """Stages a rank owns: with v per rank, the loop-around assignment rank, rank+p, rank+2p, ..."""
+    return [rank + i * pp_size for i in range(stages_per_rank)]
+
+
+def build_pipeline(model: Transformer, schedule: str, n_microbatches: int,
+                   group: dist.ProcessGroup | None = None, stages_per_rank: int = 1,
+                   device: torch.device | str = "cpu",
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = next_token_loss,
+                   prepare: Callable[[Transformer], Transformer] | None = None,
+                   ) -> tuple[ScheduleGPipe | Schedule1F1B | ScheduleInterleaved1F1B, list[Transformer]]:
+    """This rank's stage module(s) of ``model`` wrapped in a schedule over ``group``.
+
+    ``prepare`` runs on each stage module before it is wrapped (e.g. tensor parallelism, FSDP).
+    Drive it with ``schedule.step(tokens, target=targets, losses=losses)`` on the first and last
+    stage ranks (others call ``step()``); gradients are averaged over micro-batches.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule != "interleaved-1f1b" and stages_per_rank != 1:
+        raise ValueError(f"{schedule} runs one stage per rank; got stages_per_rank={stages_per_rank}")
+    group = group or dist.group.WORLD
+    rank, pp_size = dist.get_rank(group), dist.get_world_size(group)
+    num_stages = pp_size * stages_per_rank
+    if n_microbatches < pp_size:
+        raise ValueError(f"n_microbatches={n_microbatches} must be at least the pipeline size {pp_size}")
+    modules, stages = [], []
+    for index in rank_stage_indices(rank, pp_size, stages_per_rank):
+        module = stage_module(model, index, num_stages)
+        if prepare is not None:
+            module = prepare(module)
+        modules.append(module)
+        stages.append(PipelineStage(module, index, num_stages, torch.device(device), group=group))
+    if schedule == "gpipe":
+        return ScheduleGPipe(stages[0], n_microbatches, loss_fn=loss_fn), modules
+    if schedule == "1f1b":
+        return Schedule1F1B(stages[0], n_microbatches, loss_fn=loss_fn), modules
+    return ScheduleInterleaved1F1B(stages, n_microbatches, loss_fn=loss_fn), modules
