@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 import torch
 
-from ai_system.bench.harness import PROFILE_ENV, PROFILES, Profile, add_run_metadata, results_path
 from ai_system.bench.hardware import hardware_info
+from ai_system.bench.harness import PROFILE_ENV, PROFILES, Profile, add_run_metadata, results_path, skipped_entry
 from ai_system.bench.metrics import Metric
 from ai_system.bench.peaks import MeasuredPeaks
+
+_SKIPPED: list[dict[str, str]] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,12 +52,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember skipped benchmarks, so the site can say what was not measured here and why."""
+    if report.skipped and report.when in ("setup", "call"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append(skipped_entry(report.nodeid, reason))
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     machine_info["aisys_hardware"] = config._aisys_hardware
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
-    add_run_metadata(output_json, config._aisys_profile, config._aisys_hardware)
+    add_run_metadata(output_json, config._aisys_profile, config._aisys_hardware, _SKIPPED)
 
 
 @pytest.fixture(scope="session")

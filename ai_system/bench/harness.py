@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ai_system.bench.hardware import hardware_info, hardware_label, hardware_slug
-from ai_system.bench.metrics import Metric
+from ai_system.bench.hardware import hardware_label, hardware_slug
+from ai_system.bench.metrics import AREAS, Metric
 
 T = TypeVar("T")
 
@@ -52,17 +52,29 @@ def results_path(profile: Profile, info: dict[str, Any], now: datetime | None = 
     return results_dir() / hardware_slug(info) / f"{stamp}-{profile.name}.json"
 
 
-def add_run_metadata(output_json: dict[str, Any], profile: Profile, info: dict[str, Any]) -> None:
+def skipped_entry(nodeid: str, reason: str) -> dict[str, str]:
+    """A skipped benchmark, with its area taken from its file name (``test_<area>_*.py``)."""
+    file_name = Path(nodeid.split("::", 1)[0]).stem
+    area = file_name.removeprefix("test_").split("_", 1)[0]
+    if area not in AREAS:
+        raise ValueError(f"benchmark file {file_name!r} must be named test_<area>_*.py with area in {sorted(AREAS)}")
+    return {"test": nodeid, "area": area, "reason": reason.removeprefix("Skipped: ")}
+
+
+def add_run_metadata(output_json: dict[str, Any], profile: Profile, info: dict[str, Any],
+                     skipped: list[dict[str, str]]) -> None:
     """Make a pytest-benchmark JSON self-describing and small.
 
-    Adds the profile and hardware, validates every recorded metric, and drops the raw per-round
-    timings (``stats.data``) that pytest-benchmark puts in ``--benchmark-json`` output.
+    Adds the profile, the hardware and the benchmarks that skipped (and why), validates every
+    recorded metric, and drops the raw per-round timings (``stats.data``) that pytest-benchmark
+    puts in ``--benchmark-json`` output.
     """
     output_json["aisys"] = {
         "profile": profile.name,
         "hardware": info,
         "hardware_slug": hardware_slug(info),
         "hardware_label": hardware_label(info),
+        "skipped": skipped,
     }
     for bench in output_json.get("benchmarks", []):
         bench.get("stats", {}).pop("data", None)

@@ -107,7 +107,8 @@ class Metric:
             )
         lengths = {key: len(values) for key, values in self.curve.items()}
         if self.curve and (len(lengths) < 2 or len(set(lengths.values())) != 1):
-            raise ValueError(f"Metric {self.name!r}: curve needs an x and at least one y of equal lengths, got {lengths}")
+            raise ValueError(
+                f"Metric {self.name!r}: curve needs an x and at least one y of equal lengths, got {lengths}")
         if self.x is not None and self.x not in self.params:
             raise ValueError(f"Metric {self.name!r}: x={self.x!r} must be a key of params {sorted(self.params)}")
 

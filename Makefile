@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make bench` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU machines get the CPU build from local disk; on a GPU, install a CUDA torch into .venv first.
+TORCH_SPEC ?= torch==2.13.0
+PROFILE ?= quick
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install bench test report docs docs-serve system-deps lint clean
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(INSTALLED)
+
+bench: install
+	$(BIN)/pytest benchmarks/ --profile $(PROFILE)
+	$(MAKE) docs
+
+test: install system-deps
+	$(BIN)/pytest tests/
+
+report: install
+	$(BIN)/ai-system report
+
+docs: report
+	$(BIN)/mkdocs build --strict
+
+docs-serve: report
+	$(BIN)/mkdocs serve -a 127.0.0.1:8000
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf site .pytest_cache .ruff_cache artifacts

@@ -1,0 +1,1 @@
+"""Turn ``results/`` (pytest-benchmark JSON) into the site's results pages and plots."""

@@ -1,0 +1,124 @@
+"""The docs site builds strictly offline, loads nothing from the internet, and renders its results.
+
+The browser test opens the built site in headless Chromium from a local HTTP server and leaves a
+screenshot in ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from ai_system.bench.harness import REPO_ROOT
+
+EXTERNAL_ASSET = re.compile(r"""<(?:script|link|img)\b[^>]*(?:src|href)=["'](?:https?:)?//""", re.IGNORECASE)
+ARTIFACTS = REPO_ROOT / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """A strict build of a copy of the docs, with results pages generated from ``results/``."""
+    work = tmp_path_factory.mktemp("docs")
+    shutil.copytree(REPO_ROOT / "docs", work / "docs", ignore=shutil.ignore_patterns("results"))
+    shutil.copy(REPO_ROOT / "mkdocs.yml", work / "mkdocs.yml")
+    subprocess.run([sys.executable, "-m", "ai_system.cli", "report", "--results", str(REPO_ROOT / "results"),
+                    "--out", str(work / "docs" / "results")], check=True, capture_output=True, timeout=300)
+    build = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(work / "mkdocs.yml"),
+                            "-d", str(work / "site")], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    return work / "site"
+
+
+def test_every_page_loads_scripts_styles_and_images_locally(site):
+    pages = list(site.rglob("*.html"))
+    assert pages
+    offenders = {str(page.relative_to(site)): EXTERNAL_ASSET.findall(page.read_text()) for page in pages}
+    assert {page: found for page, found in offenders.items() if found} == {}
+    assert (site / "assets" / "vendor" / "mermaid" / "mermaid.min.js").exists()
+
+
+def test_results_pages_are_built(site):
+    assert (site / "results" / "index.html").exists()
+    assert "The seed&rsquo;s performance table" in (site / "results" / "index.html").read_text() or \
+        "The seed's performance table" in (site / "results" / "index.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("headless Chromium needs Debian's chromium and chromium-driver: run `make system-deps` as root")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1800", f"--user-data-dir={tmp_path_factory.mktemp('chrome')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(site):
+    handler = functools.partial(QuietHandler, directory=str(site))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+# Material renders each diagram into a closed shadow root: a drawn diagram shows as a sized box.
+MERMAID_RENDERED = ("return Array.from(document.querySelectorAll('div.mermaid'))"
+                    ".filter(el => el.getBoundingClientRect().height > 30).length")
+ALL_IMAGES_LOADED = "return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+OWN_ORIGIN_ONLY = ("return performance.getEntriesByType('resource').map(e => e.name)"
+                   ".filter(n => !n.startsWith(location.origin))")
+
+
+@pytest.mark.browser
+def test_results_page_shows_the_performance_table_and_every_image(browser, served, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{served}/results/")
+    table = browser.find_element(By.CSS_SELECTOR, "article table")
+    assert table.is_displayed()
+    assert "Training Throughput" in table.text and "Inference Latency" in table.text
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "results-overview.png"))
+    area_pages = sorted(path.parent.name for path in (site / "results").glob("*/index.html"))
+    assert area_pages, "no area results pages were built"
+    for area in area_pages:
+        browser.get(f"{served}/results/{area}/")
+        WebDriverWait(browser, 30).until(lambda driver: driver.execute_script(ALL_IMAGES_LOADED))
+        assert browser.execute_script(OWN_ORIGIN_ONLY) == []
+    browser.save_screenshot(str(ARTIFACTS / f"results-{area_pages[-1]}.png"))
+
+
+@pytest.mark.browser
+def test_mermaid_diagrams_render_from_the_local_script(browser, served):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{served}/architecture/")
+    WebDriverWait(browser, 30).until(lambda driver: driver.execute_script(MERMAID_RENDERED) >= 2)
+    assert browser.execute_script(OWN_ORIGIN_ONLY) == []
+    browser.save_screenshot(str(ARTIFACTS / "architecture.png"))
