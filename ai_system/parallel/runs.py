@@ -1,0 +1,170 @@
+"""Train the shared transformer under a layout and compare it with the single-process model.
+
+Every rank also runs the unsharded reference on the whole batch, so a run answers the parity
+questions directly: how far the sharded logits, loss and (gathered) gradients are from the
+reference, and whether the loss curves of a few optimizer steps track each other. Tests assert on
+the answer, benchmarks publish its timings, the case study prints it.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+
+from ai_system.models.config import ModelConfig
+from ai_system.models.transformer import Transformer
+from ai_system.parallel.compose import Layout, layout_mesh, parallelize_stage, unwrapped_name
+from ai_system.parallel.pipeline import build_pipeline, next_token_loss
+from ai_system.parallel.tensor_parallel import backward_vocab_parallel, vocab_parallel_cross_entropy
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to train: model shape, global batch (sequences × tokens), steps and AdamW learning rate."""
+
+    config: ModelConfig
+    batch: int = 8
+    seq_len: int = 32
+    steps: int = 10
+    lr: float = 3e-3
+    seed: int = 0
+
+
+@dataclass
+class Comparison:
+    """A layout's run next to the reference: worst absolute differences and both loss curves."""
+
+    layout: str
+    logits_max_diff: float
+    loss_diff: float
+    grad_max_diff: float
+    grad_max_abs: float
+    losses: list[float]
+    reference_losses: list[float]
+    step_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median_step_seconds(self) -> float:
+        return statistics.median(self.step_seconds[1:] or self.step_seconds)
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def _batch(spec: RunSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(spec.seed + 1)
+    tokens = torch.randint(0, spec.config.vocab_size, (spec.batch, spec.seq_len + 1), generator=generator)
+    return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+
+class _Trainer:
+    """One rank's share of a layout: a plain (TP/FSDP) module or this rank's pipeline stages."""
+
+    def __init__(self, reference: Transformer, layout: Layout, spec: RunSpec) -> None:
+        self.layout = layout
+        mesh = layout_mesh(layout)
+        self.pp_rank, self.dp_rank = mesh["pp"].get_local_rank(), mesh["dp"].get_local_rank()
+        self.dp_group = mesh["dp"].get_group()
+        if layout.pp > 1:
+            self.schedule, self.modules = build_pipeline(
+                reference, layout.schedule, layout.n_microbatches, group=mesh["pp"].get_group(),
+                stages_per_rank=2 if layout.schedule == "interleaved-1f1b" else 1,
+                prepare=lambda stage: parallelize_stage(stage, mesh, layout))
+        else:
+            self.modules = [parallelize_stage(copy.deepcopy(reference), mesh, layout)]
+        self.params = [p for module in self.modules for p in module.parameters()]
+        self.optimizer = torch.optim.AdamW(self.params, lr=spec.lr)
+
+    def shard(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.chunk(self.layout.dp)[self.dp_rank]
+
+    def step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float | None, torch.Tensor | None]:
+        """Forward and backward on this rank's data shard: (global mean loss, local logits) where known."""
+        inputs, targets = self.shard(inputs), self.shard(targets)
+        if self.layout.pp == 1:
+            logits = self.modules[0](inputs)
+            loss = vocab_parallel_cross_entropy(logits, targets)
+            backward_vocab_parallel(loss) if isinstance(logits, DTensor) else loss.backward()
+            value = _full(loss).detach().clone()
+            dist.all_reduce(value, group=self.dp_group)
+            return value.item() / self.layout.dp, _full(logits).detach()
+        losses: list[torch.Tensor] = []
+        is_first, is_last = self.pp_rank == 0, self.pp_rank == self.layout.pp - 1
+        kwargs = {"target": targets, "losses": losses} if is_last else {}
+        output = self.schedule.step(*((inputs,) if is_first else ()), **kwargs)
+        if not is_last:
+            return None, None
+        value = torch.stack(losses).mean().detach()
+        dist.all_reduce(value, group=self.dp_group)
+        return value.item() / self.layout.dp, output.detach()
+
+    def named_full_grads(self) -> dict[str, torch.Tensor]:
+        return {unwrapped_name(name): _full(p.grad) for module in self.modules
+                for name, p in module.named_parameters() if p.grad is not None}
+
+
+def compare_with_reference(layout: Layout, spec: RunSpec) -> Comparison:
+    """Run on every rank of a ``layout.world_size`` group; returns the comparison (same on all ranks)."""
+    if dist.get_world_size() != layout.world_size:
+        raise ValueError(f"layout {layout.label()} needs {layout.world_size} ranks, "
+                         f"the process group has {dist.get_world_size()}")
+    if spec.batch % (layout.dp * layout.n_microbatches):
+        raise ValueError(f"batch={spec.batch} must divide into dp={layout.dp} × "
+                         f"n_microbatches={layout.n_microbatches} equal parts")
+    torch.manual_seed(spec.seed)
+    reference = Transformer(spec.config)
+    trainer = _Trainer(reference, layout, spec)
+    reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=spec.lr)
+    inputs, targets = _batch(spec)
+    losses, reference_losses, step_seconds = [], [], []
+    diffs = {"logits": 0.0, "loss": 0.0, "grad": 0.0, "grad_abs": 0.0}
+    for step in range(spec.steps):
+        dist.barrier()
+        start = time.perf_counter()
+        loss, logits = trainer.step(inputs, targets)
+        if step == 0:
+            grads = trainer.named_full_grads()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad()
+        dist.barrier()
+        step_seconds.append(time.perf_counter() - start)
+
+        reference_logits = reference(inputs)
+        reference_loss = next_token_loss(reference_logits, targets)
+        reference_loss.backward()
+        if step == 0:
+            reference_grads = {name: p.grad for name, p in reference.named_parameters()}
+            if logits is not None:
+                diffs["logits"] = (logits - trainer.shard(reference_logits.detach())).abs().max().item()
+                diffs["loss"] = abs(loss - reference_loss.item())
+            diffs["grad"] = max((grad - reference_grads[name]).abs().max().item() for name, grad in grads.items())
+            diffs["grad_abs"] = max(grad.abs().max().item() for grad in reference_grads.values())
+        reference_optimizer.step()
+        reference_optimizer.zero_grad()
+        reference_losses.append(reference_loss.item())
+        losses.append(loss)
+    gathered: list[tuple[dict[str, float], list[float | None]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (diffs, losses))
+    known_losses = next(curve for _, curve in gathered if curve[0] is not None)
+    return Comparison(
+        layout=layout.label(),
+        logits_max_diff=max(d["logits"] for d, _ in gathered),
+        loss_diff=max(d["loss"] for d, _ in gathered),
+        grad_max_diff=max(d["grad"] for d, _ in gathered),
+        grad_max_abs=gathered[0][0]["grad_abs"],
+        losses=known_losses,
+        reference_losses=reference_losses,
+        step_seconds=step_seconds,
+    )
+
+
+def compare_layouts(layouts: list[Layout], spec: RunSpec) -> list[Comparison]:
+    """``compare_with_reference`` for several layouts of one world size in one process group."""
+    return [compare_with_reference(layout, spec) for layout in layouts]
