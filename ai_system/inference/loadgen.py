@@ -1,0 +1,263 @@
+"""Load generation for the model server: an open-loop HTTP client, offline throughput, MLPerf LoadGen.
+
+Open loop means requests leave on a fixed schedule whatever the server does, so a slow server sees
+its queue grow, as real traffic would make it; a closed-loop client (send, wait, send) would slow
+down with the server and hide its saturation (Schroeder et al., "Open versus closed", NSDI 2006).
+Gaps between requests are Gamma-distributed with mean 1/rate: ``burstiness == 1`` is a Poisson
+process, smaller values are burstier (the coefficient of variation is 1/sqrt(burstiness)), the same
+knob as vLLM's ``benchmark_serving``.
+
+Every request streams, so the client sees the time to first token and the gap between tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from ai_system.inference.engine import Engine, Event, Request
+from ai_system.inference.generate import SamplingParams
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as the client saw it; times are seconds since the run started."""
+
+    sent: float
+    end: float
+    first_token: float | None
+    tokens: int
+    status: int
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and not self.error
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """Summary of one run: throughput, latency percentiles (s), and goodput under ``slo_s``."""
+
+    offered_qps: float
+    duration_s: float
+    sent: int
+    completed: int
+    failed: int
+    throughput_rps: float
+    tokens_per_s: float
+    latency_p50_s: float
+    latency_p90_s: float
+    latency_p99_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    tpot_p50_s: float
+    tpot_p99_s: float
+    slo_s: float
+    goodput_rps: float
+    errors: dict[str, int]
+
+    @classmethod
+    def from_records(cls, records: Sequence[RequestRecord], offered_qps: float, slo_s: float) -> LoadReport:
+        """Throughput counts completions over the span from first send to last completion."""
+        if not records:
+            raise ValueError("a load report needs at least one request record, got none")
+        ok = [r for r in records if r.ok]
+        span = max(r.end for r in records) - min(r.sent for r in records)
+        latency = [r.end - r.sent for r in ok]
+        ttft = [r.first_token - r.sent for r in ok if r.first_token is not None]
+        tpot = [(r.end - r.first_token) / (r.tokens - 1) for r in ok if r.first_token is not None and r.tokens > 1]
+        errors: dict[str, int] = {}
+        for record in records:
+            if not record.ok:
+                kind = str(record.status) if record.status else record.error.split(":")[0]
+                errors[kind] = errors.get(kind, 0) + 1
+
+        def pct(values: list[float], q: float) -> float:
+            return float(np.percentile(values, q)) if values else math.nan
+
+        return cls(offered_qps=offered_qps, duration_s=span, sent=len(records), completed=len(ok),
+                   failed=len(records) - len(ok), throughput_rps=len(ok) / span if span > 0 else math.nan,
+                   tokens_per_s=sum(r.tokens for r in ok) / span if span > 0 else math.nan,
+                   latency_p50_s=pct(latency, 50), latency_p90_s=pct(latency, 90), latency_p99_s=pct(latency, 99),
+                   ttft_p50_s=pct(ttft, 50), ttft_p99_s=pct(ttft, 99), tpot_p50_s=pct(tpot, 50),
+                   tpot_p99_s=pct(tpot, 99), slo_s=slo_s,
+                   goodput_rps=sum(x <= slo_s for x in latency) / span if span > 0 else math.nan,
+                   errors=errors)
+
+
+def arrival_times(rate: float, count: int, burstiness: float = 1.0, seed: int = 0) -> list[float]:
+    """Send offsets (s) of ``count`` requests at mean ``rate`` per second; ``rate=inf`` sends all at once."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    if not rate > 0:
+        raise ValueError(f"rate must be positive requests/s (or inf for one burst), got {rate}")
+    if not burstiness > 0:
+        raise ValueError(f"burstiness must be positive (1 = Poisson, < 1 = burstier), got {burstiness}")
+    if math.isinf(rate):
+        return [0.0] * count
+    rng = random.Random(seed)
+    now, times = 0.0, []
+    for _ in range(count):
+        times.append(now)
+        now += rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
+    return times
+
+
+async def _send(client: httpx.AsyncClient, url: str, payload: dict, t0: float) -> RequestRecord:
+    sent = time.perf_counter() - t0
+    first_token, tokens = None, 0
+    try:
+        async with client.stream("POST", url, json=payload) as response:
+            if response.status_code != 200:
+                body = await response.aread()
+                return RequestRecord(sent, time.perf_counter() - t0, None, 0, response.status_code,
+                                     body.decode(errors="replace")[:200])
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    return RequestRecord(sent, time.perf_counter() - t0, first_token, tokens, 200,
+                                         f"stream error: {chunk['error']['message']}")
+                if chunk["choices"][0]["finish_reason"] is None:
+                    tokens += 1
+                    if first_token is None:
+                        first_token = time.perf_counter() - t0
+    except httpx.HTTPError as error:
+        return RequestRecord(sent, time.perf_counter() - t0, first_token, tokens, 0,
+                             f"{type(error).__name__}: {error}")
+    return RequestRecord(sent, time.perf_counter() - t0, first_token, tokens, 200)
+
+
+async def open_loop_async(base_url: str, rate: float, count: int, prompt: str, max_tokens: int,
+                          burstiness: float = 1.0, seed: int = 0, timeout_s: float = 60.0
+                          ) -> list[RequestRecord]:
+    """Fire ``count`` streaming completions at their scheduled times; never waits on the server to send."""
+    schedule = arrival_times(rate, count, burstiness, seed)
+    payload = {"prompt": prompt, "max_tokens": max_tokens, "stream": True}
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
+        t0 = time.perf_counter()
+        tasks = []
+        for offset in schedule:
+            delay = t0 + offset - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_send(client, "/v1/completions", payload, t0)))
+        return list(await asyncio.gather(*tasks))
+
+
+def open_loop(base_url: str, rate: float, count: int, prompt: str, max_tokens: int, burstiness: float = 1.0,
+              seed: int = 0, slo_s: float = 0.05, timeout_s: float = 60.0) -> LoadReport:
+    """Run the open-loop client and summarize it (see ``open_loop_async``)."""
+    records = asyncio.run(open_loop_async(base_url, rate, count, prompt, max_tokens, burstiness, seed, timeout_s))
+    return LoadReport.from_records(records, rate, slo_s)
+
+
+def submit_and_wait(engine: Engine, prompts: Sequence[list[int]], params: SamplingParams,
+                    timeout_s: float = 120.0) -> list[Request]:
+    """Submit every prompt to an in-process engine at once and wait until all have ended."""
+    remaining = len(prompts)
+    all_done = threading.Event()
+    lock = threading.Lock()
+
+    def on_event(event: Event) -> None:
+        nonlocal remaining
+        if event.kind != "token":
+            with lock:
+                remaining -= 1
+                if remaining == 0:
+                    all_done.set()
+
+    requests = [Request(list(prompt), params, on_event) for prompt in prompts]
+    for request in requests:
+        engine.submit(request)
+    if not all_done.wait(timeout_s):
+        raise TimeoutError(f"{remaining} of {len(prompts)} requests unfinished after {timeout_s} s")
+    return requests
+
+
+@dataclass(frozen=True)
+class MLPerfResult:
+    """LoadGen's own verdict and figures, parsed from ``mlperf_log_summary.txt``."""
+
+    scenario: str
+    valid: bool
+    samples_per_second: float
+    latency_p99_ns: float | None
+    summary: str
+
+
+def run_mlperf(engine: Engine, scenario: str, prompt: list[int], max_tokens: int, target_qps: float,
+               latency_slo_s: float = 0.05, min_duration_s: float = 5.0, min_query_count: int = 100,
+               output_dir: str | None = None) -> MLPerfResult:
+    """Drive the in-process engine with MLPerf LoadGen in the ``Server`` or ``Offline`` scenario.
+
+    LoadGen issues the queries (Poisson arrivals at ``target_qps`` in Server; everything at once in
+    Offline), times every completion itself and judges the run VALID or INVALID against its
+    settings: in Server, the 99th-percentile latency must stay within ``latency_slo_s``. The run is
+    far shorter than a submission run (600 s minimum), so these results are not MLPerf results.
+    """
+    import mlperf_loadgen as lg
+
+    scenarios = {"Server": lg.TestScenario.Server, "Offline": lg.TestScenario.Offline}
+    if scenario not in scenarios:
+        raise ValueError(f"scenario must be one of {sorted(scenarios)}, got {scenario!r}")
+    params = SamplingParams(max_new_tokens=max_tokens)
+
+    def issue_queries(samples: list) -> None:
+        for sample in samples:
+            def on_event(event: Event, sample_id: int = sample.id) -> None:
+                if event.kind != "token":
+                    lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
+            engine.submit(Request(list(prompt), params, on_event))
+
+    settings = lg.TestSettings()
+    settings.scenario = scenarios[scenario]
+    settings.mode = lg.TestMode.PerformanceOnly
+    settings.min_duration_ms = int(min_duration_s * 1000)
+    settings.min_query_count = min_query_count
+    if scenario == "Server":
+        settings.server_target_qps = target_qps
+        settings.server_target_latency_ns = int(latency_slo_s * 1e9)
+        settings.server_target_latency_percentile = 0.99
+    else:
+        settings.offline_expected_qps = target_qps
+    outdir = Path(output_dir or tempfile.mkdtemp(prefix=f"mlperf-{scenario.lower()}-"))
+    outdir.mkdir(parents=True, exist_ok=True)
+    log_settings = lg.LogSettings()
+    log_settings.log_output.outdir = str(outdir)
+    log_settings.log_output.copy_summary_to_stdout = False
+    sut = lg.ConstructSUT(issue_queries, lambda: None)
+    qsl = lg.ConstructQSL(1, 1, lambda _: None, lambda _: None)
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+    finally:
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+    return parse_mlperf_summary(scenario, (outdir / "mlperf_log_summary.txt").read_text())
+
+
+def parse_mlperf_summary(scenario: str, summary: str) -> MLPerfResult:
+    """Pull the verdict, throughput and p99 latency out of LoadGen's summary text."""
+    valid = re.search(r"Result is\s*:\s*(\w+)", summary)
+    throughput = re.search(r"(?:Completed samples per second|Samples per second)\s*:\s*([\d.eE+-]+)", summary)
+    p99 = re.search(r"99\.00 percentile latency \(ns\)\s*:\s*(\d+)", summary)
+    if valid is None or throughput is None:
+        raise ValueError(f"not a LoadGen summary (no 'Result is' or samples-per-second line): {summary[:300]!r}")
+    return MLPerfResult(scenario=scenario, valid=valid.group(1) == "VALID",
+                        samples_per_second=float(throughput.group(1)),
+                        latency_p99_ns=float(p99.group(1)) if p99 else None, summary=summary)

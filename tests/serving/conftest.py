@@ -1,0 +1,108 @@
+"""A real server on a loopback port (uvicorn in a thread) and a model that is slow on purpose.
+
+A fixed delay per forward makes generations last long enough to disconnect, fill the queue or
+shut down mid-request without depending on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import torch
+import uvicorn
+
+from ai_system.inference.engine import Engine, EngineConfig, load_model
+from ai_system.inference.server import create_app
+
+
+def slow_down(model: torch.nn.Module, seconds: float) -> torch.nn.Module:
+    forward = model.forward
+
+    def slow_forward(*args: object, **kwargs: object) -> torch.Tensor:
+        time.sleep(seconds)
+        return forward(*args, **kwargs)
+
+    model.forward = slow_forward
+    return model
+
+
+@dataclass
+class RunningServer:
+    url: str
+    engine: Engine
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+    def metric(self, name: str) -> float:
+        """The value of one sample line of /metrics (``name`` includes any labels)."""
+        text = httpx.get(f"{self.url}/metrics").text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@contextmanager
+def running_server(engine_config: EngineConfig, step_delay_s: float = 0.0,
+                   drain_timeout: float = 5.0) -> Iterator[RunningServer]:
+    model = load_model("debug", seed=0)
+    if step_delay_s:
+        slow_down(model, step_delay_s)
+    engine = Engine(model, engine_config)
+    app = create_app(engine, "debug", drain_timeout=drain_timeout)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=int(drain_timeout))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (server.started and engine.ready):
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start within 30 s")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    running = RunningServer(f"http://127.0.0.1:{port}", engine, server, thread)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def slow() -> Callable[[torch.nn.Module, float], torch.nn.Module]:
+    """``slow(model, seconds)``: delay every forward of ``model`` by ``seconds``."""
+    return slow_down
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with running_server(EngineConfig(max_batch_size=4, max_queue_size=16)) as running:
+        yield running
+
+
+@pytest.fixture
+def slow_server_factory() -> Iterator[Callable[..., RunningServer]]:
+    """Servers whose every engine iteration takes at least 10 ms; stopped after the test."""
+    stack: list = []
+
+    def start(**engine_kwargs: object) -> RunningServer:
+        context = running_server(EngineConfig(**engine_kwargs), step_delay_s=0.01)
+        stack.append(context)
+        return context.__enter__()
+
+    yield start
+    for context in reversed(stack):
+        context.__exit__(None, None, None)

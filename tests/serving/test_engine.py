@@ -1,0 +1,187 @@
+"""The dynamic-batching engine: same tokens as plain generation, slots freed, queue bounded."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ai_system.inference.engine import (
+    Engine,
+    EngineClosedError,
+    EngineConfig,
+    Event,
+    QueueFullError,
+    Request,
+    load_model,
+)
+from ai_system.inference.generate import SamplingParams, generate
+from ai_system.inference.loadgen import submit_and_wait
+
+
+class Recorder:
+    """Collects a request's events and signals when it ends."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.ended = threading.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        if event.kind != "token":
+            self.ended.set()
+
+    @property
+    def final(self) -> Event:
+        assert self.ended.wait(30), "request did not end within 30 s"
+        return self.events[-1]
+
+
+def wait_until_generating(request: Request) -> None:
+    for _ in range(6000):
+        if request.generated:
+            return
+        threading.Event().wait(0.005)
+    raise AssertionError("request produced no token within 30 s")
+
+
+@pytest.fixture
+def engine_factory(slow):
+    engines: list[Engine] = []
+
+    def make(step_delay_s: float = 0.0, **config: object) -> Engine:
+        model = load_model("debug", seed=0)
+        if step_delay_s:
+            slow(model, step_delay_s)
+        engine = Engine(model, EngineConfig(**config)).start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop(drain_timeout=0)
+
+
+def test_continuous_batching_matches_plain_generation(engine_factory):
+    """Ragged prompts, chunked prefill, requests joining mid-decode: every row gets generate()'s tokens."""
+    engine = engine_factory(max_batch_size=3, prefill_chunk=8)
+    reference = load_model("debug", seed=0)
+    prompts = [list(b"a prompt longer than one prefill chunk"), list(b"hi"), list(b"abc"), list(b"x" * 20),
+               list(b"q")]
+    budgets = [12, 3, 20, 7, 9]
+    recorders = [Recorder() for _ in prompts]
+    for prompt, budget, recorder in zip(prompts, budgets, recorders, strict=True):
+        engine.submit(Request(prompt, SamplingParams(max_new_tokens=budget), recorder))
+    for prompt, budget, recorder in zip(prompts, budgets, recorders, strict=True):
+        assert recorder.final == Event("done", reason="length")
+        tokens = [event.token for event in recorder.events if event.kind == "token"]
+        assert tokens == generate(reference, [prompt], SamplingParams(max_new_tokens=budget))[0]
+
+
+def test_long_generation_does_not_hold_up_a_short_one():
+    engine = Engine(load_model("debug"), EngineConfig(max_batch_size=2)).start()
+    try:
+        long, short = Recorder(), Recorder()
+        long_request = Request(list(b"long"), SamplingParams(max_new_tokens=100), long)
+        engine.submit(long_request)
+        short_request = Request(list(b"short"), SamplingParams(max_new_tokens=4), short)
+        engine.submit(short_request)
+        assert short.final.reason == "length" and long.final.reason == "length"
+        assert short_request.finished_at < long_request.finished_at
+    finally:
+        engine.stop()
+
+
+def test_cancel_frees_the_slot_for_the_next_request(engine_factory):
+    engine = engine_factory(step_delay_s=0.005, max_batch_size=1)
+    first, second = Recorder(), Recorder()
+    first_request = Request(list(b"first"), SamplingParams(max_new_tokens=120), first)
+    engine.submit(first_request)
+    engine.submit(Request(list(b"second"), SamplingParams(max_new_tokens=3), second))
+    wait_until_generating(first_request)
+    engine.cancel(first_request)
+    assert first.final == Event("done", reason="cancelled")
+    assert second.final == Event("done", reason="length")
+    assert len(first_request.generated) < 120
+
+
+def test_cancel_while_queued_never_runs(engine_factory):
+    engine = engine_factory(step_delay_s=0.005, max_batch_size=1)
+    running, queued = Recorder(), Recorder()
+    engine.submit(Request(list(b"busy"), SamplingParams(max_new_tokens=20), running))
+    waiting = Request(list(b"waiting"), SamplingParams(max_new_tokens=5), queued)
+    engine.submit(waiting)
+    engine.cancel(waiting)
+    assert queued.final == Event("done", reason="cancelled")
+    assert waiting.generated == []
+    assert running.final.reason == "length"
+
+
+def test_full_queue_rejects_at_once(engine_factory):
+    engine = engine_factory(step_delay_s=0.01, max_batch_size=1, max_queue_size=2)
+    running = Request(list(b"x"), SamplingParams(max_new_tokens=30), Recorder())
+    engine.submit(running)
+    wait_until_generating(running)
+    for _ in range(2):
+        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=30), Recorder()))
+    with pytest.raises(QueueFullError, match="queue is full"):
+        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=30), Recorder()))
+
+
+def test_stop_finishes_running_requests_and_rejects_queued_ones(slow):
+    model = slow(load_model("debug"), 0.005)
+    engine = Engine(model, EngineConfig(max_batch_size=1)).start()
+    running, queued = Recorder(), Recorder()
+    first = Request(list(b"run"), SamplingParams(max_new_tokens=10), running)
+    engine.submit(first)
+    wait_until_generating(first)
+    engine.submit(Request(list(b"wait"), SamplingParams(max_new_tokens=10), queued))
+    engine.stop(drain_timeout=30)
+    assert running.final == Event("done", reason="length")
+    assert queued.final.kind == "error" and "shutting down" in queued.final.reason
+    assert not engine.running
+    with pytest.raises(EngineClosedError):
+        engine.submit(Request(list(b"late"), SamplingParams(max_new_tokens=1), Recorder()))
+
+
+def test_stop_aborts_what_the_drain_timeout_cannot_finish(slow):
+    engine = Engine(slow(load_model("debug"), 0.01), EngineConfig(max_batch_size=1)).start()
+    recorder = Recorder()
+    request = Request(list(b"long"), SamplingParams(max_new_tokens=100), recorder)
+    engine.submit(request)
+    wait_until_generating(request)
+    engine.stop(drain_timeout=0.05)
+    assert recorder.final.kind == "error" and "shut down" in recorder.final.reason
+
+
+@pytest.mark.parametrize(("prompt", "max_new_tokens", "message"), [
+    ([], 4, "empty prompt"),
+    ([300], 4, r"prompt tokens must lie in \[0, 256\)"),
+    (list(range(100)), 100, "exceeds the context of 128 tokens"),
+])
+def test_requests_that_cannot_run_are_refused(engine_factory, prompt, max_new_tokens, message):
+    engine = engine_factory()
+    with pytest.raises(ValueError, match=message):
+        engine.submit(Request(prompt, SamplingParams(max_new_tokens=max_new_tokens), Recorder()))
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_batch_size", 0), ("max_queue_size", 0),
+                                              ("prefill_chunk", 0), ("max_queue_delay_ms", -1.0)])
+def test_engine_config_names_the_bad_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        EngineConfig(**{field: value})
+
+
+def test_seeded_sampling_repeats_inside_a_batch(engine_factory):
+    engine = engine_factory(max_batch_size=4)
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7)
+    first, second, third = submit_and_wait(engine, [list(b"same"), list(b"same"), list(b"same")], params)
+    assert first.generated == second.generated == third.generated
+
+
+def test_idle_engine_gathers_a_batch_within_the_queue_delay(engine_factory):
+    steps = []
+    engine = engine_factory(max_batch_size=4, max_queue_delay_ms=200)
+    engine.on_step = steps.append
+    submit_and_wait(engine, [list(b"a"), list(b"b"), list(b"c"), list(b"d")], SamplingParams(max_new_tokens=2))
+    assert steps[0].batch_size == 4
