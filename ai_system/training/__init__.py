@@ -1,0 +1,1 @@
+"""FSDP2 data-parallel training with distributed checkpoints that survive a crash."""
