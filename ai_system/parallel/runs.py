@@ -22,6 +22,7 @@ from ai_system.models.transformer import Transformer
 from ai_system.parallel.compose import Layout, layout_mesh, parallelize_stage, unwrapped_name
 from ai_system.parallel.pipeline import build_pipeline, next_token_loss
 from ai_system.parallel.tensor_parallel import backward_vocab_parallel, vocab_parallel_cross_entropy
+from ai_system.parallel.tensor_parallel_explicit import shard_explicitly
 
 
 @dataclass(frozen=True)
@@ -168,3 +169,35 @@ def compare_with_reference(layout: Layout, spec: RunSpec) -> Comparison:
 def compare_layouts(layouts: list[Layout], spec: RunSpec) -> list[Comparison]:
     """``compare_with_reference`` for several layouts of one world size in one process group."""
     return [compare_with_reference(layout, spec) for layout in layouts]
+
+
+def compare_explicit_tensor_parallel(spec: RunSpec) -> Comparison:
+    """One forward and backward of ``shard_explicitly`` over all ranks against the reference.
+
+    Each rank's weight gradient is compared with its slice of the reference gradient.
+    """
+    torch.manual_seed(spec.seed)
+    reference = Transformer(spec.config)
+    model = shard_explicitly(copy.deepcopy(reference))
+    rank, size = dist.get_rank(), dist.get_world_size()
+    inputs, targets = _batch(spec)
+    logits = model(inputs)
+    loss = next_token_loss(logits, targets)
+    loss.backward()
+    reference_logits = reference(inputs)
+    reference_loss = next_token_loss(reference_logits, targets)
+    reference_loss.backward()
+    reference_grads = {name: p.grad for name, p in reference.named_parameters()}
+    grad_diff = 0.0
+    for name, param in model.named_parameters():
+        plain_name = name.replace("inner.", "")
+        full = reference_grads[plain_name]
+        if full.shape != param.grad.shape:
+            dim = 0 if full.shape[0] != param.grad.shape[0] else 1
+            full = full.chunk(size, dim=dim)[rank]
+        grad_diff = max(grad_diff, (param.grad - full).abs().max().item())
+    return Comparison(layout=f"explicit-tp{size}",
+                      logits_max_diff=(logits - reference_logits).abs().max().item(),
+                      loss_diff=abs(loss.item() - reference_loss.item()), grad_max_diff=grad_diff,
+                      grad_max_abs=max(g.abs().max().item() for g in reference_grads.values()),
+                      losses=[loss.item()], reference_losses=[reference_loss.item()])
