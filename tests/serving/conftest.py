@@ -39,8 +39,8 @@ class RunningServer:
     server: uvicorn.Server
     thread: threading.Thread
 
-    def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+    def client(self, timeout: float = 30) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
 
     def metric(self, name: str) -> float:
         """The value of one sample line of /metrics (``name`` includes any labels)."""

@@ -1,0 +1,211 @@
+"""The HTTP server, started for real on a loopback port: shapes, bad input, overload, disconnects, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from ai_system.inference.engine import load_model
+from ai_system.inference.generate import SamplingParams, generate
+
+
+def wait_for(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(0.01)
+
+
+def sse_chunks(response: httpx.Response) -> list[dict | str]:
+    return [line[6:] if line == "data: [DONE]" else json.loads(line[6:])
+            for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def test_health_and_readiness(server):
+    with server.client() as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_completion_returns_the_models_greedy_tokens(server):
+    with server.client() as client:
+        response = client.post("/v1/completions", json={"prompt": "hello", "max_tokens": 6})
+    assert response.status_code == 200
+    body = response.json()
+    expected = generate(load_model("debug", seed=0), [list(b"hello")], SamplingParams(max_new_tokens=6))[0]
+    assert body["object"] == "text_completion" and body["model"] == "debug"
+    assert body["choices"][0]["text"] == bytes(expected).decode("utf-8", errors="replace")
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
+
+
+def test_streaming_sends_one_event_per_token_then_done(server):
+    with server.client() as client:
+        plain = client.post("/v1/completions", json={"prompt": "héllo", "max_tokens": 7}).json()
+        with client.stream("POST", "/v1/completions",
+                           json={"prompt": "héllo", "max_tokens": 7, "stream": True}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            chunks = sse_chunks(response)
+    assert chunks[-1] == "[DONE]"
+    events = chunks[:-1]
+    assert len(events) == 8 and all(e["choices"][0]["finish_reason"] is None for e in events[:7])
+    assert events[-1]["choices"][0]["finish_reason"] == "length"
+    assert "".join(e["choices"][0]["text"] for e in events) == plain["choices"][0]["text"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"prompt": "unterminated', "malformed JSON"),
+    (b'["a", "list"]', "valid dictionary"),
+    (b'{"max_tokens": 4}', "prompt: Field required"),
+    (b'{"prompt": ["token", "list"]}', "prompt: Input should be a valid string"),
+    (b'{"prompt": "hi", "max_tokens": "4"}', "max_tokens: Input should be a valid integer"),
+    (b'{"prompt": "hi", "stream": "yes"}', "stream: Input should be a valid boolean"),
+    (b'{"prompt": "", "max_tokens": 4}', "empty prompt"),
+    (b'{"prompt": "' + b"x" * 5000 + b'", "max_tokens": 4}', "prompt length 5000 + max_tokens 4"),
+    (b'{"prompt": "hi", "max_tokens": 1000000000}', "exceeds the context of 128 tokens"),
+    (b'{"prompt": "hi", "max_tokens": 0}', "max_tokens must be at least 1, got 0"),
+    (b'{"prompt": "hi", "temperature": -1}', "temperature must be >= 0"),
+    (b'{"prompt": "hi", "top_p": 2}', "top_p must be in (0, 1]"),
+    (b'{"prompt": "hi", "model": "gpt-4"}', "not served here"),
+])
+def test_bad_requests_get_400_with_a_clear_message(server, body, message):
+    with server.client() as client:
+        response = client.post("/v1/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and message in error["message"]
+
+
+def test_full_queue_answers_429_at_once(slow_server_factory):
+    server = slow_server_factory(max_batch_size=1, max_queue_size=1)
+    payload = {"prompt": "busy", "max_tokens": 100, "stream": True}
+    with server.client() as running, server.client() as queued, server.client(timeout=5) as rejected:
+        with running.stream("POST", "/v1/completions", json=payload) as first:
+            next(first.iter_lines())
+            with queued.stream("POST", "/v1/completions", json=payload):
+                wait_for(lambda: server.engine.queue_depth == 1)
+                response = rejected.post("/v1/completions", json={"prompt": "one more", "max_tokens": 2})
+    assert response.status_code == 429
+    assert response.json()["error"]["type"] == "overloaded_error"
+    assert server.metric('aisys_request_errors_total{kind="queue_full"}') == 1
+
+
+def test_client_that_disconnects_mid_stream_frees_its_slot(slow_server_factory):
+    server = slow_server_factory(max_batch_size=1)
+    with server.client() as client:
+        with client.stream("POST", "/v1/completions",
+                           json={"prompt": "bye", "max_tokens": 100, "stream": True}) as response:
+            lines = response.iter_lines()
+            next(lines), next(lines)
+    wait_for(lambda: server.engine.active == 0)
+    assert server.metric("aisys_batch_size_count") < 100
+    assert server.metric('aisys_request_errors_total{kind="client_disconnected"}') == 1
+    with server.client() as client:
+        assert client.post("/v1/completions", json={"prompt": "next", "max_tokens": 2}).status_code == 200
+
+
+def test_client_that_disconnects_while_waiting_for_a_full_answer_frees_its_slot(slow_server_factory):
+    server = slow_server_factory(max_batch_size=1)
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": "bye", "max_tokens": 100}).encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        wait_for(lambda: server.engine.active == 1)
+    wait_for(lambda: server.engine.active == 0)
+    assert server.metric("aisys_batch_size_count") < 100
+    assert server.metric('aisys_request_errors_total{kind="client_disconnected"}') == 1
+
+
+def test_graceful_shutdown_finishes_in_flight_requests(slow_server_factory):
+    server = slow_server_factory(max_batch_size=1, max_queue_size=4)
+    payload = {"prompt": "finish me", "max_tokens": 20, "stream": True}
+    results: list[list] = []
+    with server.client() as first, server.client() as second:
+        with first.stream("POST", "/v1/completions", json=payload) as a, \
+                second.stream("POST", "/v1/completions", json=payload) as b:
+            wait_for(lambda: server.engine.queue_depth == 1)
+            server.server.should_exit = True
+            results = [sse_chunks(a), sse_chunks(b)]
+    server.thread.join(30)
+    assert not server.thread.is_alive()
+    for chunks in results:
+        assert chunks[-1] == "[DONE]" and len(chunks) == 22
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/healthz")
+
+
+def test_metrics_are_prometheus_text(server):
+    with server.client() as client:
+        client.post("/v1/completions", json={"prompt": "count me", "max_tokens": 3, "stream": True})
+        response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    for series in ("aisys_request_latency_seconds_bucket", "aisys_time_to_first_token_seconds_count",
+                   "aisys_time_per_output_token_seconds_count", "aisys_generated_tokens_total",
+                   "aisys_tokens_per_second", "aisys_queue_depth", "aisys_active_requests",
+                   "aisys_batch_size_bucket", "aisys_request_errors_total"):
+        assert series in response.text, series
+
+
+def test_serve_command_serves_and_exits_cleanly_on_sigterm():
+    """uvicorn drains, runs the lifespan shutdown, then re-raises SIGTERM, so -SIGTERM is a clean exit."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "ai_system.cli", "serve", "--port", str(port), "--max-batch-size", "4",
+               "--log-level", "info"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/readyz").status_code == 200
+            except httpx.ConnectError:
+                assert process.poll() is None, process.stdout.read().decode()
+                return False
+
+        wait_for(ready, timeout_s=60)
+        answer = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 3}, timeout=30)
+        assert answer.json()["usage"]["completion_tokens"] == 3
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        log = process.stdout.read().decode()
+        assert "Application shutdown complete" in log and "Traceback" not in log, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_thread_safe_client_load_completes_every_request(server):
+    """Many concurrent clients against four slots: nothing is lost, every answer is whole."""
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        with server.client() as client:
+            response = client.post("/v1/completions", json={"prompt": "load", "max_tokens": 5})
+        with lock:
+            statuses.append(response.status_code if response.json().get("usage", {}).get(
+                "completion_tokens") == 5 else -1)
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [200] * 12
