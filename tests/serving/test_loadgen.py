@@ -1,0 +1,100 @@
+"""Load generation: arrival statistics, the report's arithmetic, and real runs against the engine."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from ai_system.inference.engine import Engine, EngineConfig, load_model
+from ai_system.inference.generate import SamplingParams
+from ai_system.inference.loadgen import (
+    LoadReport,
+    RequestRecord,
+    arrival_times,
+    open_loop,
+    parse_mlperf_summary,
+    run_mlperf,
+    submit_and_wait,
+)
+
+
+@pytest.mark.parametrize(("burstiness", "cv"), [(1.0, 1.0), (0.25, 2.0), (4.0, 0.5)])
+def test_arrivals_have_the_asked_rate_and_burstiness(burstiness, cv):
+    times = arrival_times(rate=200.0, count=20000, burstiness=burstiness, seed=1)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert statistics.fmean(gaps) == pytest.approx(1 / 200, rel=0.05)
+    assert statistics.pstdev(gaps) / statistics.fmean(gaps) == pytest.approx(cv, rel=0.08)
+
+
+def test_infinite_rate_is_one_burst_and_bad_arguments_are_named():
+    assert arrival_times(math.inf, 3) == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="rate"):
+        arrival_times(0, 3)
+    with pytest.raises(ValueError, match="burstiness"):
+        arrival_times(1, 3, burstiness=0)
+    with pytest.raises(ValueError, match="count"):
+        arrival_times(1, 0)
+
+
+def test_report_percentiles_goodput_and_errors():
+    records = [RequestRecord(sent=i * 0.1, end=i * 0.1 + 0.01 * (i + 1), first_token=i * 0.1 + 0.005,
+                             tokens=5, status=200) for i in range(10)]
+    records.append(RequestRecord(sent=1.0, end=1.0, first_token=None, tokens=0, status=429, error="full"))
+    report = LoadReport.from_records(records, offered_qps=10.0, slo_s=0.05)
+    assert report.sent == 11 and report.completed == 10 and report.failed == 1
+    assert report.errors == {"429": 1}
+    assert report.duration_s == pytest.approx(1.0)
+    assert report.throughput_rps == pytest.approx(10.0)
+    assert report.latency_p50_s == pytest.approx(0.055)
+    assert report.ttft_p50_s == pytest.approx(0.005)
+    assert report.goodput_rps == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="at least one"):
+        LoadReport.from_records([], 1.0, 0.05)
+
+
+def test_open_loop_run_against_the_server_loses_nothing(server):
+    report = open_loop(server.url, rate=40.0, count=30, prompt="load test", max_tokens=4, slo_s=5.0)
+    assert report.completed == 30 and report.failed == 0
+    assert report.tokens_per_s == pytest.approx(4 * report.throughput_rps)
+    assert 0 < report.ttft_p50_s <= report.latency_p50_s <= report.latency_p99_s
+
+
+def test_offline_submission_returns_every_request_complete():
+    engine = Engine(load_model("debug"), EngineConfig(max_batch_size=4, max_queue_size=32)).start()
+    try:
+        requests = submit_and_wait(engine, [list(b"abc")] * 10, SamplingParams(max_new_tokens=3))
+    finally:
+        engine.stop()
+    assert [len(r.generated) for r in requests] == [3] * 10
+
+
+SUMMARY = """================================================
+MLPerf Results Summary
+================================================
+Scenario : Server
+Completed samples per second    : 105.87
+Result is : VALID
+99.00 percentile latency (ns)   : 43075529
+"""
+
+
+def test_parse_mlperf_summary():
+    result = parse_mlperf_summary("Server", SUMMARY)
+    assert result.valid and result.samples_per_second == 105.87 and result.latency_p99_ns == 43075529
+    with pytest.raises(ValueError, match="not a LoadGen summary"):
+        parse_mlperf_summary("Server", "nothing here")
+
+
+def test_mlperf_offline_run_on_the_engine(tmp_path):
+    engine = Engine(load_model("debug"), EngineConfig(max_batch_size=8, max_queue_size=4096)).start()
+    try:
+        result = run_mlperf(engine, "Offline", list(b"prompt"), max_tokens=2, target_qps=20.0,
+                            min_duration_s=0.2, min_query_count=16, output_dir=str(tmp_path))
+    finally:
+        engine.stop()
+    assert result.scenario == "Offline" and result.samples_per_second > 0
+    assert (tmp_path / "mlperf_log_detail.txt").exists()
+    with pytest.raises(ValueError, match="scenario"):
+        run_mlperf(engine, "SingleStream", [1], 1, 1.0)
