@@ -1,0 +1,170 @@
+"""The embedding store on Redis or Redis Cluster: one key per row, pipelined batched I/O.
+
+A row is one binary string value: an 8-byte header (magic ``EMBR``, schema version, flags, dim),
+the row-wise Adagrad accumulator, then ``dim`` little-endian float32s. One ``SET`` writes a whole
+row, so a reader sees the old row or the new one, never a mix. Keys carry a hash tag,
+``<table>:{<bucket>}:<id>``: ids in one bucket share a Redis hash slot, so a batch becomes one
+``MGET`` per bucket (multi-key commands must stay inside one slot on a cluster) sent in one
+pipeline. Buckets are the unit Redis Cluster can move between masters, so ``n_buckets`` bounds how
+far the table can spread; expiry uses Redis's own per-key TTL, refreshed on every write.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import redis
+from redis.cluster import RedisCluster
+
+from ai_system.recsys.store import (
+    EmbeddingStore,
+    StoreUnavailableError,
+    initial_rows,
+    rowwise_adagrad,
+    shard_of,
+)
+
+MAGIC = b"EMBR"
+SCHEMA_VERSION = 1
+HEADER_BYTES = 8
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+               redis.exceptions.ClusterDownError, redis.exceptions.ClusterError)
+
+T = TypeVar("T")
+
+
+def row_dtype(dim: int) -> np.dtype:
+    return np.dtype([("magic", "S4"), ("version", "u1"), ("flags", "u1"), ("dim", "<u2"),
+                     ("accum", "<f4"), ("row", "<f4", (dim,))])
+
+
+def encode_rows(rows: np.ndarray, accum: np.ndarray) -> list[bytes]:
+    """One self-describing value per row."""
+    records = np.zeros(len(rows), dtype=row_dtype(rows.shape[1]))
+    records["magic"], records["version"], records["dim"] = MAGIC, SCHEMA_VERSION, rows.shape[1]
+    records["accum"], records["row"] = accum, rows
+    blob, size = records.tobytes(), records.dtype.itemsize
+    return [blob[i:i + size] for i in range(0, len(blob), size)]
+
+
+def decode_rows(values: list[bytes], ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and accumulators from stored values; a value of the wrong schema raises naming its id."""
+    dtype = row_dtype(dim)
+    blob = b"".join(values)
+    if len(blob) != len(values) * dtype.itemsize:
+        bad = next(i for i, value in enumerate(values) if len(value) != dtype.itemsize)
+        raise ValueError(f"stored row for id {ids[bad]} is {len(values[bad])} bytes, expected {dtype.itemsize} "
+                         f"(schema {SCHEMA_VERSION}, dim {dim}): written by another schema or corrupted")
+    records = np.frombuffer(blob, dtype=dtype)
+    wrong = (records["magic"] != MAGIC) | (records["version"] != SCHEMA_VERSION) | (records["dim"] != dim)
+    if wrong.any():
+        bad = int(np.flatnonzero(wrong)[0])
+        raise ValueError(f"stored row for id {ids[bad]} has header {records[bad]['magic']!r} "
+                         f"v{records[bad]['version']} dim {records[bad]['dim']}, expected {MAGIC!r} "
+                         f"v{SCHEMA_VERSION} dim {dim}")
+    return records["row"].copy(), records["accum"].copy()
+
+
+def translate_outage(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn a lost connection into StoreUnavailableError: the caller learns nothing was acknowledged."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except UNAVAILABLE as error:
+            raise StoreUnavailableError(f"Redis store {self.describe()} is unreachable "
+                                        f"({type(error).__name__}: {error}); the call was not applied") from error
+
+    return wrapper
+
+
+class RedisStore(EmbeddingStore):
+    """Rows in Redis (``redis.Redis``) or Redis Cluster (``RedisCluster``), keyed by raw id."""
+
+    def __init__(self, client: redis.Redis | RedisCluster, dim: int, table: str = "emb", n_buckets: int = 256,
+                 init_scale: float = 0.05, ttl_s: float | None = None) -> None:
+        super().__init__(dim, init_scale)
+        if not 1 <= n_buckets <= 16384:
+            raise ValueError(f"n_buckets must be in [1, 16384] (Redis has 16384 hash slots), got {n_buckets}")
+        if not table or any(c in table for c in "{}: "):
+            raise ValueError(f"table must be a non-empty name without braces, colons or spaces, got {table!r}")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive or None (never expire), got {ttl_s}")
+        self.client = client
+        self.table = table.encode()
+        self.n_buckets = n_buckets
+        self.ttl_ms = None if ttl_s is None else int(ttl_s * 1000)
+
+    def describe(self) -> str:
+        if isinstance(self.client, RedisCluster):
+            return "cluster " + ",".join(f"{n.host}:{n.port}" for n in self.client.get_nodes())
+        kwargs = self.client.connection_pool.connection_kwargs
+        return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+    def keys(self, ids: np.ndarray) -> list[bytes]:
+        buckets = shard_of(ids, self.n_buckets)
+        return [b"%s:{%d}:%d" % (self.table, b, i) for b, i in zip(buckets.tolist(), ids.tolist(), strict=True)]
+
+    def _by_bucket(self, ids: np.ndarray) -> list[np.ndarray]:
+        buckets = shard_of(ids, self.n_buckets)
+        order = np.argsort(buckets, kind="stable")
+        bounds = np.flatnonzero(np.diff(buckets[order])) + 1
+        return np.split(order, bounds)
+
+    def _read(self, ids: np.ndarray) -> list[bytes | None]:
+        keys = self.keys(ids)
+        groups = self._by_bucket(ids)
+        pipe = self.client.pipeline(transaction=False)
+        for group in groups:
+            pipe.execute_command("MGET", *[keys[i] for i in group])
+        values: list[bytes | None] = [None] * len(ids)
+        for group, replies in zip(groups, pipe.execute(), strict=True):
+            for i, value in zip(group.tolist(), replies, strict=True):
+                values[i] = value
+        return values
+
+    def _store(self, ids: np.ndarray, rows: np.ndarray, accum: np.ndarray, only_new: bool = False) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in zip(self.keys(ids), encode_rows(rows, accum), strict=True):
+            pipe.set(key, value, px=self.ttl_ms, nx=only_new)
+        pipe.execute()
+
+    def _fetch(self, ids: np.ndarray, create: bool) -> tuple[np.ndarray, np.ndarray]:
+        values = self._read(ids)
+        missing = np.array([value is None for value in values], dtype=bool)
+        rows = np.zeros((len(ids), self.dim), dtype=np.float32)
+        accum = np.zeros(len(ids), dtype=np.float32)
+        present = np.flatnonzero(~missing)
+        if len(present):
+            rows[present], accum[present] = decode_rows([values[i] for i in present], ids[present], self.dim)
+        if create and missing.any():
+            new_ids, first = np.unique(ids[missing], return_index=True)
+            fresh = initial_rows(new_ids, self.dim, self.init_scale)
+            self._store(new_ids, fresh, np.zeros(len(new_ids), dtype=np.float32), only_new=True)
+            rows[missing] = fresh[np.searchsorted(new_ids, ids[missing])]
+        return rows, accum
+
+    @translate_outage
+    def _get(self, ids: np.ndarray, create: bool) -> np.ndarray:
+        return self._fetch(ids, create)[0]
+
+    @translate_outage
+    def _write(self, ids: np.ndarray, rows: np.ndarray, accum: np.ndarray) -> None:
+        self._store(ids, rows, accum)
+        self.rows_written += len(ids)
+
+    @translate_outage
+    def _apply(self, ids: np.ndarray, grads: np.ndarray, lr: float) -> int:
+        """Read-modify-write: one writer per row (the trainer that owns its shard), as Monolith's PS."""
+        rows, accum = self._fetch(ids, create=True)
+        rows, accum = rowwise_adagrad(rows, accum, grads, lr)
+        self._store(ids, rows, accum)
+        self.rows_written += len(ids)
+        return len(ids)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,157 @@
+"""The embedding-store interface every backend implements, and the pieces they share.
+
+A store maps raw 64-bit ids to float32 rows plus one float of optimizer state per row (row-wise
+Adagrad, FBGEMM/TorchRec's default for large tables: one accumulator per row instead of one per
+element). Rows are placed by hash slot as Redis Cluster places keys: ``slot = hash(id) % 16384``,
+and each shard owns a contiguous slot range. Unknown ids are initialised on first touch from a hash
+of the id, so every backend (and every rank) creates the same row for the same id without talking.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+HASH_SLOTS = 16384
+ADAGRAD_EPS = 1e-8
+
+IdsLike = torch.Tensor | np.ndarray | Sequence[int]
+
+
+class StoreUnavailableError(RuntimeError):
+    """The backing server cannot be reached; nothing in the failed call was acknowledged."""
+
+
+def as_ids(ids: IdsLike) -> np.ndarray:
+    """Validate a batch of ids and return it as a contiguous int64 array."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise ValueError(f"ids must be an integer tensor, got dtype {ids.dtype}")
+        array = ids.detach().cpu().numpy()
+    else:
+        array = np.asarray(ids)
+        if array.dtype == object or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"ids must be 64-bit integers, got {array.dtype} values like {array.ravel()[:3]!r}")
+    if array.ndim != 1:
+        raise ValueError(f"ids must be a 1-D batch, got shape {tuple(array.shape)}")
+    if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"ids must fit in int64, got {array.max()}")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def as_rows(rows: torch.Tensor | np.ndarray, n: int, dim: int, what: str = "rows") -> np.ndarray:
+    """Validate an (n, dim) block of finite values and return it as float32."""
+    array = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
+    if array.shape != (n, dim):
+        raise ValueError(f"{what} must have shape ({n}, {dim}) to match the ids and the table, got {array.shape}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} must be finite, got NaN or inf")
+    return array
+
+
+def mix64(ids: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a cheap, well-spread 64-bit hash of each id."""
+    x = ids.astype(np.uint64, copy=True)
+    x += np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def hash_slot(ids: np.ndarray) -> np.ndarray:
+    return (mix64(ids) % np.uint64(HASH_SLOTS)).astype(np.int64)
+
+
+def shard_of(ids: np.ndarray, n_shards: int) -> np.ndarray:
+    """Owner of each id: shard ``s`` holds slots ``[s·16384/n, (s+1)·16384/n)``, as Redis Cluster splits them."""
+    return hash_slot(ids) * n_shards // HASH_SLOTS
+
+
+def initial_rows(ids: np.ndarray, dim: int, scale: float) -> np.ndarray:
+    """First-touch rows: uniform in [-scale, scale], a pure function of (id, column)."""
+    columns = np.arange(dim, dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03)
+    bits = mix64((mix64(ids)[:, None] ^ columns[None, :]).ravel()).reshape(len(ids), dim)
+    unit = (bits >> np.uint64(40)).astype(np.float32) * np.float32(1.0 / (1 << 24))
+    return (unit * 2.0 - 1.0) * np.float32(scale)
+
+
+def rowwise_adagrad(rows: np.ndarray, accum: np.ndarray, grads: np.ndarray, lr: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """One row-wise Adagrad step: ``G += mean(g²)``, ``w -= lr·g/(√G + ε)``; returns new rows and state."""
+    new_accum = accum + (grads * grads).mean(axis=1)
+    step = (lr / (np.sqrt(new_accum) + ADAGRAD_EPS)).astype(np.float32)
+    return rows - step[:, None] * grads, new_accum.astype(np.float32)
+
+
+def sum_duplicates(ids: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Collapse repeated ids into one gradient each, as one optimizer step per row requires."""
+    unique, inverse = np.unique(ids, return_inverse=True)
+    if len(unique) == len(ids):
+        return ids, grads
+    summed = np.zeros((len(unique), grads.shape[1]), dtype=np.float32)
+    np.add.at(summed, inverse, grads)
+    return unique, summed
+
+
+class EmbeddingStore(ABC):
+    """Batched rows by raw 64-bit id: ``get``, ``update`` and optimizer-aware ``apply_gradients``."""
+
+    def __init__(self, dim: int, init_scale: float) -> None:
+        if dim <= 0 or dim > 65535:
+            raise ValueError(f"dim must be in [1, 65535], got {dim}")
+        if init_scale < 0:
+            raise ValueError(f"init_scale must be non-negative, got {init_scale}")
+        self.dim = dim
+        self.init_scale = init_scale
+        self.rows_written = 0
+
+    def get(self, ids: IdsLike, create: bool = True) -> torch.Tensor:
+        """Rows for ``ids`` as an (n, dim) float32 tensor.
+
+        ``create=True`` (training) initialises unknown ids and stores them; ``create=False``
+        (serving) returns the cold-start default, a zero row, and stores nothing.
+        """
+        array = as_ids(ids)
+        if not len(array):
+            return torch.zeros(0, self.dim)
+        return torch.from_numpy(self._get(array, create))
+
+    def update(self, ids: IdsLike, rows: torch.Tensor | np.ndarray) -> None:
+        """Replace whole rows (resetting their optimizer state); each row changes atomically."""
+        array = as_ids(ids)
+        values = as_rows(rows, len(array), self.dim)
+        if len(np.unique(array)) != len(array):
+            raise ValueError("update ids must be unique: two values for one row in one batch are ambiguous")
+        if len(array):
+            self._write(array, values, np.zeros(len(array), dtype=np.float32))
+
+    def apply_gradients(self, ids: IdsLike, grads: torch.Tensor | np.ndarray, lr: float) -> int:
+        """Row-wise Adagrad on the rows of ``ids``; duplicates are summed first. Returns rows written."""
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        array = as_ids(ids)
+        values = as_rows(grads, len(array), self.dim, what="grads")
+        if not len(array):
+            return 0
+        unique, summed = sum_duplicates(array, values)
+        return self._apply(unique, summed, lr)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    @abstractmethod
+    def _get(self, ids: np.ndarray, create: bool) -> np.ndarray: ...
+
+    @abstractmethod
+    def _write(self, ids: np.ndarray, rows: np.ndarray, accum: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _apply(self, ids: np.ndarray, grads: np.ndarray, lr: float) -> int: ...
