@@ -5,14 +5,18 @@ live in a ``ModuleDict`` keyed by index so a pipeline stage can drop the ones it
 the forward tolerates a missing embedding, final norm or output head for the same reason. Head
 counts are inferred from tensor shapes (``view(..., -1, head_dim)``) so tensor parallelism can
 shard the projections without the module knowing.
+
+The math runs through ``ai_system.inference.ops``: Triton kernels for inference on CUDA, the
+plain-torch references whenever autograd is recording (training) or on the CPU. A decoding token
+(one position per row, with a cache) attends to cache slots up to its own position only.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ai_system.inference import ops
 from ai_system.models.config import ModelConfig
 
 
@@ -23,8 +27,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        return ops.rms_norm(x, self.weight, self.eps)
 
     def reset_parameters(self) -> None:
         nn.init.ones_(self.weight)
@@ -40,11 +43,7 @@ def rope_tables(head_dim: int, max_seq_len: int, theta: float, device: torch.dev
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (batch, seq, heads, head_dim) by per-position angles; cos/sin are (batch or 1, seq, head_dim/2)."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+    return ops.rope(x, cos, sin)
 
 
 class KVCache(nn.Module):
@@ -96,13 +95,11 @@ class Attention(nn.Module):
             if positions is None:
                 raise ValueError("a model with a KV cache needs input positions")
             k, v = self.cache.update(positions, k, v)
-        groups = q.shape[1] // k.shape[1]
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1)
+        if self.cache is not None and seq == 1:
+            lengths = (positions.reshape(-1) + 1).expand(batch)
+            out = ops.decode_attention(q, k, v, mask=mask, lengths=lengths)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = ops.attention(q, k, v, mask=mask, causal=mask is None and seq > 1)
         return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
 
 
@@ -116,7 +113,7 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(ops.swiglu(self.w1(x), self.w3(x)))
 
 
 class TransformerBlock(nn.Module):

@@ -1,0 +1,44 @@
+"""Triton kernels for inference, one file per op, each with its plain-torch reference beside it.
+
+Kernels are written as plain functions and compiled through ``Kernel`` on first launch, so the
+choice between Triton's JIT (CUDA) and its CPU interpreter follows ``TRITON_INTERPRET`` at launch
+time rather than at import time: a test session can switch the interpreter on without caring
+which module imported ``triton`` first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import triton
+
+
+def interpreting() -> bool:
+    """Whether Triton kernels run on CPU tensors through the interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+class Kernel:
+    """A Triton kernel function compiled lazily for the current mode (interpreted or JIT)."""
+
+    def __init__(self, fn: Callable[..., None]) -> None:
+        self.fn = fn
+        self._compiled: dict[bool, Any] = {}
+
+    def __getitem__(self, grid: Any) -> Callable[..., Any]:
+        mode = interpreting()
+        if mode not in self._compiled:
+            self._compiled[mode] = triton.jit(self.fn)
+        return self._compiled[mode][grid]
+
+
+def block_size(n: int, cap: int) -> int:
+    """The power-of-two tile that covers ``n`` elements, capped at ``cap``."""
+    return min(triton.next_power_of_2(max(n, 1)), cap)
+
+
+def row_warps(block: int) -> int:
+    """Warps for a one-row-per-program kernel: enough threads that each holds a few elements."""
+    return 4 if block <= 2048 else 8 if block <= 8192 else 16

@@ -1,0 +1,66 @@
+"""RMSNorm forward: ``x / rms(x) * weight`` with one read of ``x`` and one write.
+
+Eager torch upcasts, squares, reduces, takes rsqrt, multiplies and casts in separate kernels, each
+a full pass over the activations; here a program holds its row in registers for all of it. Rows
+wider than one tile take two reads (sum of squares, then normalize).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton.language as tl
+
+from ai_system.inference.kernels import Kernel, block_size, row_warps
+
+SINGLE_PASS_MAX = 16384
+LOOP_BLOCK = 4096
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The shared transformer's RMSNorm: normalize in fp32, cast back to ``x.dtype``, then scale."""
+    normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+    return normed.type_as(x) * weight
+
+
+def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, n_cols, x_row_stride, x_col_stride, out_row_stride, eps,
+                     BLOCK: tl.constexpr, SINGLE_PASS: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + row * x_row_stride
+    out_row = out_ptr + row * out_row_stride
+    cols = tl.arange(0, BLOCK)
+    if SINGLE_PASS:
+        valid = cols < n_cols
+        x = tl.load(x_row + cols * x_col_stride, mask=valid, other=0.0).to(tl.float32)
+        rstd = tl.rsqrt(tl.sum(x * x, axis=0) / n_cols + eps)
+        w = tl.load(w_ptr + cols, mask=valid, other=0.0).to(tl.float32)
+        normed = (x * rstd).to(x_ptr.dtype.element_ty).to(tl.float32)
+        tl.store(out_row + cols, (normed * w).to(out_ptr.dtype.element_ty), mask=valid)
+    else:
+        squares = tl.zeros([BLOCK], tl.float32)
+        for start in range(0, n_cols, BLOCK):
+            offs = start + cols
+            x = tl.load(x_row + offs * x_col_stride, mask=offs < n_cols, other=0.0).to(tl.float32)
+            squares += x * x
+        rstd = tl.rsqrt(tl.sum(squares, axis=0) / n_cols + eps)
+        for start in range(0, n_cols, BLOCK):
+            offs = start + cols
+            valid = offs < n_cols
+            x = tl.load(x_row + offs * x_col_stride, mask=valid, other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+            normed = (x * rstd).to(x_ptr.dtype.element_ty).to(tl.float32)
+            tl.store(out_row + offs, (normed * w).to(out_ptr.dtype.element_ty), mask=valid)
+
+
+rms_norm_kernel = Kernel(_rms_norm_kernel)
+
+
+def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Launch on a validated ``x`` (any leading shape and strides) and contiguous ``weight``."""
+    rows = x.reshape(-1, x.shape[-1])
+    n_rows, n_cols = rows.shape
+    out = torch.empty((n_rows, n_cols), dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
+    single = n_cols <= SINGLE_PASS_MAX
+    block = block_size(n_cols, SINGLE_PASS_MAX if single else LOOP_BLOCK)
+    rms_norm_kernel[(n_rows,)](rows, weight, out, n_cols, rows.stride(0), rows.stride(1), out.stride(0), eps,
+                               BLOCK=block, SINGLE_PASS=single, num_warps=row_warps(block))
+    return out.view(x.shape)
