@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = (
     "ai_system.report.cli",
+    "ai_system.planning.cli",
     "ai_system.inference.server",
 )
 
