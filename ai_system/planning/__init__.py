@@ -1,0 +1,1 @@
+"""Capacity planning for transformer training: memory, FLOPs, communication and time per layout."""

@@ -1,0 +1,446 @@
+"""How a transformer training run lays out over GPUs: memory, FLOPs, communication, time, MFU.
+
+Everything here is arithmetic on the model shape, so it plans a 1T-parameter run as easily as the
+toy models the project measures; ``docs/systems/capacity-planner.md`` derives each formula and
+cites its source. Conventions: b = micro-batch (sequences), s = sequence length, d = model width,
+f = SwiGLU width, a = heads, V = vocabulary, L = layers, t/p/n = tensor/pipeline/data-parallel
+sizes, m = micro-batches per step, e = bytes per activation element.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from ai_system.models.config import MODEL_CONFIGS, ModelConfig, get_config
+from ai_system.parallel.pipeline import SCHEDULES, bubble_fraction
+from ai_system.planning.accelerators import Accelerator
+
+RECOMPUTE = ("none", "selective", "full")
+
+ONE_TRILLION = ModelConfig(vocab_size=51200, dim=25600, n_layers=128, n_heads=160, max_seq_len=2048)
+"""Megatron-LM's 1T GPT shape (Narayanan et al., 2021, Table 1: 128 layers, d=25600, 160 heads,
+V=51200, s=2048) with a SwiGLU MLP of 8d/3 width, which keeps the 12·d² weights per block: 1.009T."""
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Bytes per parameter for weights, gradients and optimizer state, and per activation element.
+
+    bf16-mixed is the ZeRO paper's accounting (Rajbhandari et al., 2020, §3.1): 2 + 2 bytes of bf16
+    weights and gradients, 12 of fp32 master weights and Adam moments. fp32 Adam keeps 8 (m, v).
+    """
+
+    name: str
+    param_bytes: int
+    grad_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int
+
+
+PRECISIONS: dict[str, Precision] = {
+    "bf16-mixed": Precision("bf16-mixed", param_bytes=2, grad_bytes=2, optimizer_bytes=12, activation_bytes=2),
+    "fp32": Precision("fp32", param_bytes=4, grad_bytes=4, optimizer_bytes=8, activation_bytes=4),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """The training job: model shape, sequence length, global batch in sequences, precision."""
+
+    config: ModelConfig
+    seq_len: int
+    global_batch: int
+    precision: Precision = PRECISIONS["bf16-mixed"]
+
+    def __post_init__(self) -> None:
+        if self.seq_len <= 0 or self.global_batch <= 0:
+            raise ValueError(f"seq_len and global_batch must be positive, got {self.seq_len}, {self.global_batch}")
+
+    @property
+    def tokens_per_iteration(self) -> int:
+        return self.seq_len * self.global_batch
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """One layout: tp × pp × dp ranks, micro-batch size, ZeRO stage, recomputation, pipeline schedule."""
+
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    micro_batch: int = 1
+    zero: int = 0
+    recompute: str = "none"
+    sequence_parallel: bool = True
+    schedule: str = "1f1b"
+    virtual_stages: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("tp", "pp", "dp", "micro_batch", "virtual_stages"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Parallelism.{name} must be >= 1, got {getattr(self, name)}")
+        if self.zero not in (0, 1, 2, 3):
+            raise ValueError(f"zero stage must be 0, 1, 2 or 3 (3 = FSDP), got {self.zero}")
+        if self.recompute not in RECOMPUTE:
+            raise ValueError(f"recompute must be one of {RECOMPUTE}, got {self.recompute!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if (self.virtual_stages > 1) != (self.schedule == "interleaved-1f1b"):
+            raise ValueError(f"virtual_stages={self.virtual_stages} > 1 goes with schedule 'interleaved-1f1b' "
+                             f"and only with it (got {self.schedule!r})")
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.pp * self.dp
+
+    @property
+    def uses_sequence_parallel(self) -> bool:
+        return self.sequence_parallel and self.tp > 1
+
+    def label(self) -> str:
+        text = f"tp{self.tp}-pp{self.pp}-dp{self.dp}-mb{self.micro_batch}-zero{self.zero}-{self.recompute}"
+        return text + (f"-v{self.virtual_stages}" if self.virtual_stages > 1 else "")
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per GPU on its most loaded pipeline stage, by component."""
+
+    parameters: float
+    gradients: float
+    optimizer: float
+    activations: float
+    fsdp_buffers: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.parameters + self.gradients + self.optimizer + self.activations + self.fsdp_buffers
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the planner predicts for one job on one layout."""
+
+    job: Job
+    layout: Parallelism
+    accelerator: Accelerator
+    n_microbatches: int
+    memory: Memory
+    model_flops: float
+    hardware_flops: float
+    bubble: float
+    communication_bytes: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def iteration_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs (no recomputation) per second over the peak of every GPU used (PaLM's MFU)."""
+        return self.model_flops / (self.iteration_seconds * self.layout.world_size * self.accelerator.peak_flops)
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.total <= self.accelerator.memory_bytes
+
+
+def layer_params(config: ModelConfig) -> int:
+    """Parameters of one transformer block (attention, SwiGLU, two norms)."""
+    return replace(config, n_layers=2).num_params() - replace(config, n_layers=1).num_params()
+
+
+def layer_norm_params(config: ModelConfig) -> int:
+    return 2 * config.dim
+
+
+def stage_layer_counts(n_layers: int, pp: int) -> tuple[int, int]:
+    """Layers on the first and on the last pipeline stage (earlier stages take the remainder)."""
+    if pp > n_layers:
+        raise ValueError(f"pp={pp} exceeds the number of layers {n_layers}")
+    return math.ceil(n_layers / pp), n_layers // pp
+
+
+def layer_activation_bytes(config: ModelConfig, tokens: int, tp: int, sequence_parallel: bool,
+                           recompute: str, element_bytes: int) -> float:
+    """Bytes one block keeps for backward for ``tokens`` = b·s tokens, counted from its autograd graph.
+
+    Per token, with d_n = d/t under sequence parallelism (else d), e = element bytes:
+    two RMSNorms keep an fp32 input, the normalized values and the output the projections read
+    (gathered to full d): 2·(4·d_n + e·d_n + e·d) plus fp32 rsqrt 2·4·d_n/d; attention keeps q, k, v
+    (GQA heads already repeated) and its output, 4·e·d/t, plus fp32 log-sum-exp 4·a/t; SwiGLU keeps
+    w1, w3, silu and product outputs, 4·e·f/t. Selective recomputation keeps only the attention's
+    input projections, e·(d + 2·kv)/t, and recomputes rotary embedding and attention; full
+    recomputation keeps the block input, e·d_n.
+    """
+    d, f, a = config.dim, config.hidden_dim, config.n_heads
+    kv = config.kv_heads * config.head_dim
+    e = element_bytes
+    d_n = d / tp if sequence_parallel else d
+    if recompute == "full":
+        return tokens * e * d_n
+    norms = 2 * (FP32_BYTES * d_n + e * d_n + e * d) + 2 * FP32_BYTES * d_n / d
+    if recompute == "selective":
+        attention = e * (d + 2 * kv) / tp
+    else:
+        attention = 4 * e * d / tp + FP32_BYTES * a / tp
+    mlp = 4 * e * f / tp
+    return tokens * (norms + attention + mlp)
+
+
+def head_activation_bytes(config: ModelConfig, tokens: int, tp: int, sequence_parallel: bool,
+                          element_bytes: int) -> float:
+    """Final norm, logits (vocabulary-parallel over t) and the fp32 log-softmax the loss keeps."""
+    e, d = element_bytes, config.dim
+    d_n = d / tp if sequence_parallel else d
+    upcast = FP32_BYTES if e < FP32_BYTES else 0
+    return tokens * (FP32_BYTES * d_n + e * d_n + e * d + config.vocab_size / tp * (e + upcast + FP32_BYTES))
+
+
+def in_flight_microbatches(layout: Parallelism, n_microbatches: int, first_stage: bool) -> float:
+    """Micro-batches whose activations a stage holds at once (Narayanan et al., 2021, §2.2)."""
+    if layout.pp == 1 or layout.schedule == "gpipe":
+        return n_microbatches if layout.pp > 1 else 1
+    if not first_stage:
+        return 1
+    warmup = min(n_microbatches, layout.pp)
+    if layout.schedule == "interleaved-1f1b":
+        return warmup * (1 + (layout.pp - 1) / (layout.pp * layout.virtual_stages))
+    return warmup
+
+
+def _stage_memory(job: Job, layout: Parallelism, n_microbatches: int, first_stage: bool) -> Memory:
+    config, precision = job.config, job.precision
+    first_layers, last_layers = stage_layer_counts(config.n_layers, layout.pp)
+    has_embedding, has_head = first_stage, (not first_stage) or layout.pp == 1
+    layers = first_layers if first_stage else last_layers
+    sharded = layers * (layer_params(config) - layer_norm_params(config))
+    replicated = layers * layer_norm_params(config)
+    if has_embedding:
+        sharded += config.vocab_size * config.dim
+    if has_head:
+        sharded += 0 if config.tie_embeddings else config.vocab_size * config.dim
+        replicated += config.dim
+    local = sharded / layout.tp + replicated
+    dp = layout.dp
+    tokens = layout.micro_batch * job.seq_len
+    sp = layout.uses_sequence_parallel
+    in_flight = in_flight_microbatches(layout, n_microbatches, first_stage)
+    per_layer = layer_activation_bytes(config, tokens, layout.tp, sp, layout.recompute, precision.activation_bytes)
+    activations = layers * per_layer * in_flight
+    if layout.recompute == "full":
+        activations += layer_activation_bytes(config, tokens, layout.tp, sp, "none", precision.activation_bytes)
+    if has_head:
+        head_in_flight = n_microbatches if layout.schedule == "gpipe" and layout.pp > 1 else 1
+        activations += head_in_flight * head_activation_bytes(config, tokens, layout.tp, sp,
+                                                              precision.activation_bytes)
+    fsdp_buffers = 0.0
+    if layout.zero == 3 and dp > 1:
+        unsharded_layer = layer_params(config) / layout.tp
+        fsdp_buffers = unsharded_layer * (precision.param_bytes + precision.grad_bytes)
+    return Memory(
+        parameters=local * precision.param_bytes / (dp if layout.zero >= 3 else 1),
+        gradients=local * precision.grad_bytes / (dp if layout.zero >= 2 else 1),
+        optimizer=local * precision.optimizer_bytes / (dp if layout.zero >= 1 else 1),
+        activations=activations,
+        fsdp_buffers=fsdp_buffers,
+    )
+
+
+def memory_per_gpu(job: Job, layout: Parallelism, n_microbatches: int) -> Memory:
+    """Memory of the most loaded stage: the first (most in-flight activations) or the last (the head)."""
+    stages = [_stage_memory(job, layout, n_microbatches, first_stage=True)]
+    if layout.pp > 1:
+        stages.append(_stage_memory(job, layout, n_microbatches, first_stage=False))
+    return max(stages, key=lambda memory: memory.total)
+
+
+def recompute_flops_per_token(config: ModelConfig, seq_len: int, recompute: str) -> float:
+    """Extra forward FLOPs per token: full reruns each block's forward (2·N_layers + 4·L·d·s),
+    selective only attention scores and values (4·L·d·s) (Korthikanti et al., 2022, §5)."""
+    attention = 4.0 * config.n_layers * config.dim * seq_len
+    if recompute == "full":
+        return 2.0 * config.n_layers * layer_params(config) + attention
+    return attention if recompute == "selective" else 0.0
+
+
+def _link(group_span: int, accelerator: Accelerator) -> float:
+    """Bandwidth of a collective whose ranks span ``group_span`` consecutive GPUs."""
+    within_node = group_span <= accelerator.devices_per_node
+    return accelerator.intra_node_bandwidth if within_node else accelerator.inter_node_bandwidth
+
+
+def estimate(job: Job, layout: Parallelism, accelerator: Accelerator, compute_efficiency: float = 0.5,
+             dp_overlap: float = 0.0) -> Estimate:
+    """Predict memory, FLOPs, communication and iteration time of ``job`` on ``layout``.
+
+    ``compute_efficiency`` is the fraction of ``accelerator.peak_flops`` the matmuls reach;
+    ``dp_overlap`` the fraction of data-parallel communication hidden behind backward compute.
+    Ranks are ordered tp innermost, then dp, then pp (as ``ai_system.parallel.compose``).
+    """
+    if not 0 < compute_efficiency <= 1:
+        raise ValueError(f"compute_efficiency must be in (0, 1], got {compute_efficiency}")
+    if not 0 <= dp_overlap <= 1:
+        raise ValueError(f"dp_overlap must be in [0, 1], got {dp_overlap}")
+    config, precision = job.config, job.precision
+    for name, count in (("n_heads", config.n_heads), ("kv_heads", config.kv_heads),
+                        ("hidden_dim", config.hidden_dim), ("vocab_size", config.vocab_size)):
+        if count % layout.tp:
+            raise ValueError(f"{name}={count} is not divisible by tp={layout.tp}")
+    per_replica = job.global_batch / layout.dp
+    if per_replica != int(per_replica) or per_replica % layout.micro_batch:
+        raise ValueError(f"global_batch={job.global_batch} does not split into dp={layout.dp} replicas of "
+                         f"micro-batches of {layout.micro_batch}")
+    m = int(per_replica) // layout.micro_batch
+    if layout.pp > 1 and m < layout.pp:
+        raise ValueError(f"{m} micro-batches cannot fill a {layout.pp}-stage pipeline")
+    first_layers, last_layers = stage_layer_counts(config.n_layers, layout.pp)
+    if layout.virtual_stages > 1 and config.n_layers % (layout.pp * layout.virtual_stages):
+        raise ValueError(f"n_layers={config.n_layers} does not split into pp×virtual_stages="
+                         f"{layout.pp * layout.virtual_stages} chunks")
+
+    model_per_token = config.train_flops_per_token(job.seq_len)
+    extra_per_token = recompute_flops_per_token(config, job.seq_len, layout.recompute)
+    layer_per_token = (6.0 * layer_params(config) + 12.0 * config.dim * job.seq_len
+                       + extra_per_token / config.n_layers)
+    head_per_token = 6.0 * config.vocab_size * config.dim
+    if layout.pp == 1:
+        stage_per_token = config.n_layers * layer_per_token + head_per_token
+    else:
+        stage_per_token = max(first_layers * layer_per_token, last_layers * layer_per_token + head_per_token)
+    tokens_mb = layout.micro_batch * job.seq_len
+    e = precision.activation_bytes
+    compute_mb = tokens_mb * stage_per_token / layout.tp / (accelerator.peak_flops * compute_efficiency)
+
+    tp_collectives = 4 + (2 if layout.recompute == "full" else 0)
+    tp_bytes_mb = first_layers * tp_collectives * 2 * (layout.tp - 1) / layout.tp * tokens_mb * config.dim * e
+    tp_mb = tp_bytes_mb / _link(layout.tp, accelerator)
+    pp_bytes_mb = 2 * tokens_mb * config.dim * e / layout.tp if layout.pp > 1 else 0.0
+    pp_mb = pp_bytes_mb / _link(layout.tp * layout.dp * layout.pp, accelerator)
+
+    memory = memory_per_gpu(job, layout, m)
+    local_params = (memory.parameters / precision.param_bytes) * (layout.dp if layout.zero >= 3 else 1)
+    ring = (layout.dp - 1) / layout.dp
+    grads = local_params * precision.grad_bytes
+    if layout.zero == 3:
+        dp_bytes = ring * (2 * local_params * precision.param_bytes + grads)
+    elif layout.zero == 2:
+        dp_bytes = ring * (grads + local_params * precision.param_bytes)
+    else:
+        dp_bytes = 2 * ring * grads
+    dp_seconds = dp_bytes / _link(layout.tp * layout.dp, accelerator) * (1 - dp_overlap)
+
+    per_mb = compute_mb + tp_mb + pp_mb
+    bubble = bubble_fraction(layout.pp, m, layout.virtual_stages)
+    idle_mb = (layout.pp - 1) / layout.virtual_stages
+    tokens = job.tokens_per_iteration
+    return Estimate(
+        job=job, layout=layout, accelerator=accelerator, n_microbatches=m, memory=memory,
+        model_flops=model_per_token * tokens, hardware_flops=(model_per_token + extra_per_token) * tokens,
+        bubble=bubble,
+        communication_bytes={"tp": tp_bytes_mb * m, "pp": pp_bytes_mb * m, "dp": dp_bytes},
+        seconds={"compute": compute_mb * m, "tp": tp_mb * m, "pp": pp_mb * m, "bubble": idle_mb * per_mb,
+                 "dp": dp_seconds},
+    )
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    return [1 << i for i in range(limit.bit_length()) if (1 << i) <= limit]
+
+
+def candidate_layouts(job: Job, accelerator: Accelerator, n_gpus: int) -> list[Parallelism]:
+    """Every tp × pp × dp × micro-batch × ZeRO × recompute layout of ``n_gpus`` the job admits.
+
+    TP stays within a node (powers of two up to its GPU count) and divides heads, FFN width and
+    vocabulary; PP divides the layers; interleaving (2 virtual stages) is tried where it divides.
+    """
+    config = job.config
+    layouts = []
+    for tp in _powers_of_two(accelerator.devices_per_node):
+        if any(count % tp for count in (config.n_heads, config.kv_heads, config.hidden_dim, config.vocab_size)):
+            continue
+        for pp in (p for p in range(1, config.n_layers + 1) if config.n_layers % p == 0):
+            if n_gpus % (tp * pp):
+                continue
+            dp = n_gpus // (tp * pp)
+            if job.global_batch % dp:
+                continue
+            per_replica = job.global_batch // dp
+            for micro_batch in (b for b in _powers_of_two(per_replica) if per_replica % b == 0):
+                m = per_replica // micro_batch
+                if pp > 1 and m < pp:
+                    continue
+                schedules = [("1f1b", 1)]
+                if pp > 1 and config.n_layers % (2 * pp) == 0:
+                    schedules.append(("interleaved-1f1b", 2))
+                for zero in (0, 1, 2, 3) if dp > 1 else (0,):
+                    for recompute in RECOMPUTE:
+                        for schedule, virtual in schedules:
+                            layouts.append(Parallelism(tp=tp, pp=pp, dp=dp, micro_batch=micro_batch, zero=zero,
+                                                       recompute=recompute, schedule=schedule,
+                                                       virtual_stages=virtual))
+    return layouts
+
+
+def search(job: Job, accelerator: Accelerator, n_gpus: int, compute_efficiency: float = 0.5,
+           dp_overlap: float = 0.0, usable_memory: float = 0.9) -> list[Estimate]:
+    """Layouts whose memory fits ``usable_memory`` of the device, fastest first (then least memory).
+
+    The remaining 10% by default covers what the model does not count: CUDA context, NCCL
+    buffers, allocator fragmentation and transient tensors.
+    """
+    if n_gpus < 1:
+        raise ValueError(f"n_gpus must be >= 1, got {n_gpus}")
+    if not 0 < usable_memory <= 1:
+        raise ValueError(f"usable_memory must be in (0, 1], got {usable_memory}")
+    budget = usable_memory * accelerator.memory_bytes
+    fitting = []
+    for layout in candidate_layouts(job, accelerator, n_gpus):
+        result = estimate(job, layout, accelerator, compute_efficiency, dp_overlap)
+        if result.memory.total <= budget:
+            fitting.append(result)
+    return sorted(fitting, key=lambda result: (result.iteration_seconds, result.memory.total))
+
+
+def model_shape(name: str) -> ModelConfig:
+    """A named shape: the project's model configs, or ``1T``."""
+    if name == "1T":
+        return ONE_TRILLION
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; expected '1T' or one of {sorted(MODEL_CONFIGS)}")
+    return get_config(name)
+
+
+def run_summary(result: Estimate, training_tokens: float | None = None,
+                price_per_gpu_hour: float | None = None) -> dict[str, float | int | str]:
+    """The figures a plan reports, flat, in human units (GB, seconds, days, GPU-hours)."""
+    summary: dict[str, float | int | str] = {
+        "layout": result.layout.label(),
+        "gpus": result.layout.world_size,
+        "params_billion": result.job.config.num_params() / 1e9,
+        "microbatches": result.n_microbatches,
+        "memory_gb": result.memory.total / 1e9,
+        "parameters_gb": result.memory.parameters / 1e9,
+        "gradients_gb": result.memory.gradients / 1e9,
+        "optimizer_gb": result.memory.optimizer / 1e9,
+        "activations_gb": result.memory.activations / 1e9,
+        "fsdp_buffers_gb": result.memory.fsdp_buffers / 1e9,
+        "bubble": result.bubble,
+        "model_pflop_per_iteration": result.model_flops / 1e15,
+        "hardware_pflop_per_iteration": result.hardware_flops / 1e15,
+        **{f"{name}_comm_gb": value / 1e9 for name, value in result.communication_bytes.items()},
+        **{f"{name}_seconds": value for name, value in result.seconds.items()},
+        "iteration_seconds": result.iteration_seconds,
+        "mfu": result.mfu,
+    }
+    if training_tokens is not None:
+        iterations = training_tokens / result.job.tokens_per_iteration
+        seconds = iterations * result.iteration_seconds
+        summary["training_days"] = seconds / 86400
+        summary["gpu_hours"] = seconds * result.layout.world_size / 3600
+        if price_per_gpu_hour is not None:
+            summary["cost_usd"] = summary["gpu_hours"] * price_per_gpu_hour
+    return summary
