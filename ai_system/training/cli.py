@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import json
 
-from ai_system.data.sources import SyntheticTokens
 from ai_system.models.config import MODEL_CONFIGS
 from ai_system.training.config import DATASETS, PARAM_DTYPES, TrainConfig
 
@@ -18,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--model", default=DEFAULTS.model, choices=sorted(MODEL_CONFIGS), help="named model config")
     arg("--model-overrides", type=json.loads, default={}, help='JSON, e.g. \'{"n_layers": 2}\'')
     arg("--dataset", default=DEFAULTS.dataset, choices=DATASETS,
-        help=f"stdlib: Python's standard library, byte-level; synthetic: {SyntheticTokens.__doc__.split(':')[0]}")
+        help="stdlib: Python's standard library sources, byte-level; synthetic: seeded random tokens")
     arg("--seq-len", type=int, default=DEFAULTS.seq_len)
     arg("--batch-size", type=int, default=DEFAULTS.batch_size, help="global sequences per optimizer step")
     arg("--grad-accum-steps", type=int, default=DEFAULTS.grad_accum_steps)
@@ -51,8 +50,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from ai_system.training.trainer import train
 
-    result = train(config_from_args(args))
-    return 0 if result.steps or result.start_step else 1
+    train(config_from_args(args))
+    return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +61,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="FSDP2 training of the shared transformer")
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    return config_from_args(build_parser().parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
