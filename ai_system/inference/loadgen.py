@@ -20,11 +20,11 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 
 from ai_system.inference.engine import Engine, Event, Request
@@ -116,48 +116,90 @@ def arrival_times(rate: float, count: int, burstiness: float = 1.0, seed: int = 
     return times
 
 
-async def _send(client: httpx.AsyncClient, url: str, payload: dict, t0: float) -> RequestRecord:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    status = int((await reader.readline()).split()[1])
+    headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """The body of a ``Transfer-Encoding: chunked`` response, chunk by chunk."""
+    while size := int((await reader.readline()).split(b";")[0], 16):
+        yield await reader.readexactly(size)
+        await reader.readexactly(2)
+    await reader.readline()
+
+
+async def _send(host: str, port: int, request: bytes, t0: float) -> RequestRecord:
+    """One streaming completion on its own connection, timed from send to ``[DONE]``.
+
+    A bare HTTP/1.1 client on asyncio streams: at hundreds of requests per second a general-purpose
+    client's own CPU time would be the bottleneck on a two-core machine and inflate the latencies.
+    """
     sent = time.perf_counter() - t0
     first_token, tokens = None, 0
+    writer = None
     try:
-        async with client.stream("POST", url, json=payload) as response:
-            if response.status_code != 200:
-                body = await response.aread()
-                return RequestRecord(sent, time.perf_counter() - t0, None, 0, response.status_code,
-                                     body.decode(errors="replace")[:200])
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if "error" in chunk:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(request)
+        status, headers = await _read_response(reader)
+        if status != 200:
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            return RequestRecord(sent, time.perf_counter() - t0, None, 0, status, body.decode(errors="replace")[:200])
+        pending = b""
+        async for chunk in _chunks(reader):
+            pending += chunk
+            *events, pending = pending.split(b"\n\n")
+            for event in events:
+                if event.startswith(b'data: {"error"'):
+                    message = json.loads(event[6:])["error"]["message"]
                     return RequestRecord(sent, time.perf_counter() - t0, first_token, tokens, 200,
-                                         f"stream error: {chunk['error']['message']}")
-                if chunk["choices"][0]["finish_reason"] is None:
+                                         f"stream error: {message}")
+                if event.endswith(b'"finish_reason": null}]}'):
                     tokens += 1
                     if first_token is None:
                         first_token = time.perf_counter() - t0
-    except httpx.HTTPError as error:
+    except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
         return RequestRecord(sent, time.perf_counter() - t0, first_token, tokens, 0,
                              f"{type(error).__name__}: {error}")
+    finally:
+        if writer is not None:
+            writer.close()
     return RequestRecord(sent, time.perf_counter() - t0, first_token, tokens, 200)
+
+
+def completion_request(host: str, port: int, prompt: str, max_tokens: int) -> bytes:
+    """The raw bytes of a streaming ``POST /v1/completions`` that closes its connection afterwards."""
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "stream": True}).encode()
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode() + body
 
 
 async def open_loop_async(base_url: str, rate: float, count: int, prompt: str, max_tokens: int,
                           burstiness: float = 1.0, seed: int = 0, timeout_s: float = 60.0
                           ) -> list[RequestRecord]:
     """Fire ``count`` streaming completions at their scheduled times; never waits on the server to send."""
+    url = urlsplit(base_url)
+    if url.scheme != "http" or url.hostname is None or url.port is None:
+        raise ValueError(f"base_url must look like http://host:port, got {base_url!r}")
+    request = completion_request(url.hostname, url.port, prompt, max_tokens)
     schedule = arrival_times(rate, count, burstiness, seed)
-    payload = {"prompt": prompt, "max_tokens": max_tokens, "stream": True}
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as client:
-        t0 = time.perf_counter()
-        tasks = []
-        for offset in schedule:
-            delay = t0 + offset - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_send(client, "/v1/completions", payload, t0)))
-        return list(await asyncio.gather(*tasks))
+    t0 = time.perf_counter()
+    tasks = []
+    for offset in schedule:
+        delay = t0 + offset - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(asyncio.wait_for(_send(url.hostname, url.port, request, t0), timeout_s)))
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    now = time.perf_counter() - t0
+    return [result if isinstance(result, RequestRecord)
+            else RequestRecord(offset, now, None, 0, 0, f"{type(result).__name__}: {result}")
+            for offset, result in zip(schedule, results, strict=True)]
 
 
 def open_loop(base_url: str, rate: float, count: int, prompt: str, max_tokens: int, burstiness: float = 1.0,

@@ -224,25 +224,30 @@ def create_app(engine: Engine, model_name: str = "debug", drain_timeout: float =
         return JSONResponse(body)
 
     async def _stream(request: Request, events: asyncio.Queue[Event], started: float) -> AsyncIterator[str]:
+        """One SSE event per token; tokens that queued up while the client was slow leave in one write."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        head, tail = json.dumps(_completion_body(request, model_name, "\0", None)).split('"\\u0000"')
         finished = False
         try:
             while True:
-                event = await events.get()
-                if event.kind == "token":
-                    text = decoder.decode(bytes([event.token]))
-                    yield f"data: {json.dumps(_completion_body(request, model_name, text, None))}\n\n"
+                batch = [await events.get()]
+                while not events.empty():
+                    batch.append(events.get_nowait())
+                out = "".join(f"data: {head}{json.dumps(decoder.decode(bytes([event.token])))}{tail}\n\n"
+                              for event in batch if event.kind == "token")
+                last = batch[-1]
+                if last.kind == "token":
+                    yield out
                     continue
                 finished = True
-                if event.kind == "error":
+                if last.kind == "error":
                     metrics.errors.labels(kind="engine_error").inc()
-                    error = {"message": event.reason, "type": "unavailable_error", "param": None, "code": 503}
-                    yield f"data: {json.dumps({'error': error})}\n\n"
+                    error = {"message": last.reason, "type": "unavailable_error", "param": None, "code": 503}
+                    yield f"{out}data: {json.dumps({'error': error})}\n\n"
                     return
                 metrics.observe_success(request, started, stream=True)
-                tail = decoder.decode(b"", final=True)
-                yield f"data: {json.dumps(_completion_body(request, model_name, tail, event.reason))}\n\n"
-                yield "data: [DONE]\n\n"
+                final = _completion_body(request, model_name, decoder.decode(b"", final=True), last.reason)
+                yield f"{out}data: {json.dumps(final)}\n\ndata: [DONE]\n\n"
                 return
         finally:
             if not finished:

@@ -93,7 +93,8 @@ def test_full_queue_answers_429_at_once(slow_server_factory):
     payload = {"prompt": "busy", "max_tokens": 100, "stream": True}
     with server.client() as running, server.client() as queued, server.client(timeout=5) as rejected:
         with running.stream("POST", "/v1/completions", json=payload) as first:
-            next(first.iter_lines())
+            lines = first.iter_lines()
+            next(lines)
             with queued.stream("POST", "/v1/completions", json=payload):
                 wait_for(lambda: server.engine.queue_depth == 1)
                 response = rejected.post("/v1/completions", json={"prompt": "one more", "max_tokens": 2})
