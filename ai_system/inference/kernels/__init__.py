@@ -2,8 +2,9 @@
 
 Kernels are written as plain functions and compiled through ``Kernel`` on first launch, so the
 choice between Triton's JIT (CUDA) and its CPU interpreter follows ``TRITON_INTERPRET`` at launch
-time rather than at import time: a test session can switch the interpreter on without caring
-which module imported ``triton`` first.
+time, not when this package was imported. Triton's own standard library (``tl.max``, ``tl.sum``)
+is still fixed when ``triton`` is first imported: the interpreter works only if
+``TRITON_INTERPRET=1`` was set by then (``tests/inference/conftest.py`` arranges it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import triton
 
 
@@ -42,3 +44,10 @@ def block_size(n: int, cap: int) -> int:
 def row_warps(block: int) -> int:
     """Warps for a one-row-per-program kernel: enough threads that each holds a few elements."""
     return 4 if block <= 2048 else 8 if block <= 8192 else 16
+
+
+def parallel_programs() -> int:
+    """How many programs a split-K launch aims for: two per SM on the GPU, a few under the interpreter."""
+    if interpreting() or not torch.cuda.is_available():
+        return 8
+    return 2 * torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count

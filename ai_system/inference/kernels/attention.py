@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, interpreting
+from ai_system.inference.kernels import Kernel, interpreting, parallel_programs
 
 LOG2_E = 1.4426950408889634
 
@@ -204,11 +204,9 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     return out
 
 
-def decode_splits(rows: int, n_keys: int, block_n: int, target_programs: int = 264) -> tuple[int, int]:
-    """(chunk, n_splits): split the cache so rows × splits roughly fills ``target_programs`` programs.
-
-    264 is two programs per SM on an H100 (132 SMs); chunks stay whole multiples of the key tile.
-    """
+def decode_splits(rows: int, n_keys: int, block_n: int) -> tuple[int, int]:
+    """(chunk, n_splits): split the cache so rows × splits roughly fills the GPU; chunks are whole key tiles."""
+    target_programs = parallel_programs()
     wanted = max(1, min(triton.cdiv(n_keys, block_n), triton.cdiv(target_programs, rows)))
     chunk = triton.cdiv(triton.cdiv(n_keys, wanted), block_n) * block_n
     return chunk, triton.cdiv(n_keys, chunk)

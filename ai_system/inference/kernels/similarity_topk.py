@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, interpreting
+from ai_system.inference.kernels import Kernel, interpreting, parallel_programs
 
 MAX_K = 1024
 
@@ -88,7 +88,7 @@ def similarity_topk_triton(queries: torch.Tensor, keys: torch.Tensor, k: int) ->
     block_q = 16 if interpreting() else 32
     block_d = min(max(16, triton.next_power_of_2(dim)), 64)
     query_tiles = triton.cdiv(n_queries, block_q)
-    wanted = max(1, min(triton.cdiv(n_keys, 4 * block_n), triton.cdiv(264, query_tiles)))
+    wanted = max(1, min(triton.cdiv(n_keys, 4 * block_n), triton.cdiv(parallel_programs(), query_tiles)))
     chunk = triton.cdiv(triton.cdiv(n_keys, wanted), block_n) * block_n
     n_splits = triton.cdiv(n_keys, chunk)
     candidates = torch.empty((n_queries, n_splits, block_n), dtype=torch.int64, device=queries.device)
