@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,3 +97,12 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
 def step_records(path: str | Path) -> dict[int, dict[str, Any]]:
     """The last logged record of each step: after a restart, the replayed steps overwrite the lost ones."""
     return {record["step"]: record for record in read_log(path) if record["event"] == "step"}
+
+
+def steady_state(steps: list[dict[str, Any]], skip: int) -> dict[str, float]:
+    """Median throughput after the first ``skip`` steps (allocator warmup, compilation, first gathers)."""
+    kept = steps[skip:]
+    if not kept:
+        raise ValueError(f"need more than skip={skip} steps to measure a steady state, got {len(steps)}")
+    fields = ("step_time_s", "tokens_per_s", "samples_per_s", "mfu")
+    return {name: statistics.median(float(s[name]) for s in kept) for name in fields}
