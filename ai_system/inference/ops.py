@@ -34,6 +34,7 @@ from ai_system.inference.kernels.swiglu import swiglu_reference, swiglu_triton
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
+PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 def use_triton(*tensors: torch.Tensor | None) -> bool:
@@ -42,7 +43,7 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
     devices = {t.device.type for t in present}
     if len(devices) > 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(devices)}")
-    if torch.compiler.is_compiling() or any(type(t) is not torch.Tensor for t in present):
+    if torch.compiler.is_compiling() or any(type(t) not in PLAIN_TENSOR_TYPES for t in present):
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in present):
         return False

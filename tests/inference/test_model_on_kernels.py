@@ -1,0 +1,91 @@
+"""The shared transformer running on the Triton kernels: same logits as the torch path, cache and
+padding change nothing. Teacher-forced tokens keep every comparison on logits, not argmax ties.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ai_system.inference import ops
+from ai_system.inference.generate import decode_step, pad_prompts, prefill
+from ai_system.models.config import get_config
+from ai_system.models.transformer import Transformer
+
+PROMPTS = [[5, 17, 3], [9, 1, 2, 44, 7, 100, 31], [250]]
+CONTINUATION = [11, 12, 13]
+LAUNCHERS = ("rms_norm_triton", "rope_triton", "attention_triton", "decode_attention_triton", "swiglu_triton")
+
+
+@pytest.fixture(scope="module")
+def model() -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(get_config("debug", n_layers=1, n_kv_heads=2)).eval()
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts of each Triton launcher the ops call, so a test can show the kernels really ran."""
+    counts = dict.fromkeys(LAUNCHERS, 0)
+    for name in LAUNCHERS:
+        original = getattr(ops, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(ops, name, counted)
+    return counts
+
+
+def torch_path_logits(model: Transformer, tokens: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
+    with monkeypatch.context() as patch, torch.no_grad():
+        patch.setenv("TRITON_INTERPRET", "0")
+        return model(tokens)
+
+
+def cached_logits(model: Transformer, prompts: list[list[int]], steps: list[int]) -> list[torch.Tensor]:
+    """Prefill ragged prompts, then feed ``steps`` to every row; logits after the prompt and after each step."""
+    tokens, lengths = pad_prompts(prompts)
+    model.setup_cache(len(prompts), int(lengths.max()) + len(steps))
+    try:
+        logits = [prefill(model, tokens, lengths)]
+        positions = lengths.clone()
+        for token in steps:
+            logits.append(decode_step(model, torch.full((len(prompts),), token), positions))
+            positions += 1
+    finally:
+        model.clear_cache()
+    return logits
+
+
+def test_logits_equal_the_torch_forward(kernels, model, launches, monkeypatch):
+    tokens = torch.tensor([PROMPTS[1], PROMPTS[1][::-1]])
+    with torch.no_grad():
+        on_kernels = model(tokens)
+    assert launches["attention_triton"] and launches["rms_norm_triton"] and launches["swiglu_triton"]
+    torch.testing.assert_close(on_kernels, torch_path_logits(model, tokens, monkeypatch), atol=1e-5, rtol=1e-5)
+
+
+def test_cached_decode_equals_recomputing_the_sequence(kernels, model, launches, monkeypatch):
+    prompt = PROMPTS[1]
+    stepwise = torch.stack(cached_logits(model, [prompt], CONTINUATION))[:, 0]
+    assert launches["decode_attention_triton"] == len(CONTINUATION) * model.config.n_layers
+    full = torch_path_logits(model, torch.tensor([prompt + CONTINUATION]), monkeypatch)[0, len(prompt) - 1:]
+    torch.testing.assert_close(stepwise, full, atol=1e-5, rtol=1e-5)
+
+
+def test_ragged_batch_equals_rows_one_at_a_time(kernels, model):
+    batched = torch.stack(cached_logits(model, PROMPTS, CONTINUATION), dim=1)
+    for row, prompt in enumerate(PROMPTS):
+        alone = torch.stack(cached_logits(model, [prompt], CONTINUATION), dim=1)[0]
+        torch.testing.assert_close(batched[row], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_training_keeps_autograd_on_the_torch_path(kernels, model, launches):
+    try:
+        model(torch.tensor([PROMPTS[1]])).sum().backward()
+        assert model.layers["0"].attention.wq.weight.grad.abs().sum() > 0
+    finally:
+        model.zero_grad(set_to_none=True)
+    assert not any(launches.values())
