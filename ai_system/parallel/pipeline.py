@@ -78,8 +78,8 @@ def build_pipeline(model: Transformer, schedule: str, n_microbatches: int,
                    device: torch.device | str = "cpu",
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = next_token_loss,
                    prepare: Callable[[Transformer], Transformer] | None = None,
-                   ) -> tuple[ScheduleGPipe | Schedule1F1B | ScheduleInterleaved1F1B, list[Transformer]]:
-    """This rank's stage module(s) of ``model`` wrapped in a schedule over ``group``.
+                   ) -> tuple[ScheduleGPipe | Schedule1F1B | ScheduleInterleaved1F1B, list[PipelineStage]]:
+    """This rank's stage(s) of ``model`` (``stage.submod`` is the module) and a schedule over ``group``.
 
     ``prepare`` runs on each stage module before it is wrapped (e.g. tensor parallelism, FSDP).
     Drive it with ``schedule.step(tokens, target=targets, losses=losses)`` on the first and last
@@ -94,15 +94,14 @@ def build_pipeline(model: Transformer, schedule: str, n_microbatches: int,
     num_stages = pp_size * stages_per_rank
     if n_microbatches < pp_size:
         raise ValueError(f"n_microbatches={n_microbatches} must be at least the pipeline size {pp_size}")
-    modules, stages = [], []
+    stages = []
     for index in rank_stage_indices(rank, pp_size, stages_per_rank):
         module = stage_module(model, index, num_stages)
         if prepare is not None:
             module = prepare(module)
-        modules.append(module)
         stages.append(PipelineStage(module, index, num_stages, torch.device(device), group=group))
     if schedule == "gpipe":
-        return ScheduleGPipe(stages[0], n_microbatches, loss_fn=loss_fn), modules
+        return ScheduleGPipe(stages[0], n_microbatches, loss_fn=loss_fn), stages
     if schedule == "1f1b":
-        return Schedule1F1B(stages[0], n_microbatches, loss_fn=loss_fn), modules
-    return ScheduleInterleaved1F1B(stages, n_microbatches, loss_fn=loss_fn), modules
+        return Schedule1F1B(stages[0], n_microbatches, loss_fn=loss_fn), stages
+    return ScheduleInterleaved1F1B(stages, n_microbatches, loss_fn=loss_fn), stages

@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,7 +22,7 @@ from torch.distributed.tensor import DTensor
 from ai_system.models.config import ModelConfig
 from ai_system.models.transformer import Transformer
 from ai_system.parallel.compose import Layout, layout_mesh, parallelize_stage, unwrapped_name
-from ai_system.parallel.pipeline import build_pipeline, next_token_loss
+from ai_system.parallel.pipeline import bubble_fraction, build_pipeline, next_token_loss
 from ai_system.parallel.tensor_parallel import backward_vocab_parallel, vocab_parallel_cross_entropy
 from ai_system.parallel.tensor_parallel_explicit import shard_explicitly
 
@@ -59,13 +61,14 @@ def _full(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
-def _batch(spec: RunSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_tokens(spec: RunSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed (inputs, next-token targets) batch a run trains on, the same on every rank."""
     generator = torch.Generator().manual_seed(spec.seed + 1)
     tokens = torch.randint(0, spec.config.vocab_size, (spec.batch, spec.seq_len + 1), generator=generator)
     return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
 
-class _Trainer:
+class LayoutTrainer:
     """One rank's share of a layout: a plain (TP/FSDP) module or this rank's pipeline stages."""
 
     def __init__(self, reference: Transformer, layout: Layout, spec: RunSpec) -> None:
@@ -74,10 +77,11 @@ class _Trainer:
         self.pp_rank, self.dp_rank = mesh["pp"].get_local_rank(), mesh["dp"].get_local_rank()
         self.dp_group = mesh["dp"].get_group()
         if layout.pp > 1:
-            self.schedule, self.modules = build_pipeline(
+            self.schedule, stages = build_pipeline(
                 reference, layout.schedule, layout.n_microbatches, group=mesh["pp"].get_group(),
                 stages_per_rank=2 if layout.schedule == "interleaved-1f1b" else 1,
                 prepare=lambda stage: parallelize_stage(stage, mesh, layout))
+            self.modules = [stage.submod for stage in stages]
         else:
             self.modules = [parallelize_stage(copy.deepcopy(reference), mesh, layout)]
         self.params = [p for module in self.modules for p in module.parameters()]
@@ -121,9 +125,9 @@ def compare_with_reference(layout: Layout, spec: RunSpec) -> Comparison:
                          f"n_microbatches={layout.n_microbatches} equal parts")
     torch.manual_seed(spec.seed)
     reference = Transformer(spec.config)
-    trainer = _Trainer(reference, layout, spec)
+    trainer = LayoutTrainer(reference, layout, spec)
     reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=spec.lr)
-    inputs, targets = _batch(spec)
+    inputs, targets = batch_tokens(spec)
     losses, reference_losses, step_seconds = [], [], []
     diffs = {"logits": 0.0, "loss": 0.0, "grad": 0.0, "grad_abs": 0.0}
     for step in range(spec.steps):
@@ -180,7 +184,7 @@ def compare_explicit_tensor_parallel(spec: RunSpec) -> Comparison:
     reference = Transformer(spec.config)
     model = shard_explicitly(copy.deepcopy(reference))
     rank, size = dist.get_rank(), dist.get_world_size()
-    inputs, targets = _batch(spec)
+    inputs, targets = batch_tokens(spec)
     logits = model(inputs)
     loss = next_token_loss(logits, targets)
     loss.backward()
@@ -201,3 +205,51 @@ def compare_explicit_tensor_parallel(spec: RunSpec) -> Comparison:
                       loss_diff=abs(loss.item() - reference_loss.item()), grad_max_diff=grad_diff,
                       grad_max_abs=max(g.abs().max().item() for g in reference_grads.values()),
                       losses=[loss.item()], reference_losses=[reference_loss.item()])
+
+
+def _timed(method: Callable[..., Any], totals: list[float]) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            totals.append(time.perf_counter() - start)
+
+    return run
+
+
+def measure_bubble(spec: RunSpec, schedule: str, n_microbatches: int, repeats: int = 3) -> dict[str, float]:
+    """Measured idle fraction of a pipeline step, averaged over the ranks, next to the formula.
+
+    A rank is busy while its stages compute a micro-batch's forward or backward (their
+    ``forward_one_chunk``/``backward_one_chunk`` calls, timed in place during the real step); the
+    rest of the step it waits for a neighbour. Bubble = 1 - busy / step time.
+    """
+    pp = dist.get_world_size()
+    stages_per_rank = 2 if schedule == "interleaved-1f1b" else 1
+    torch.manual_seed(spec.seed)
+    pipeline, stages = build_pipeline(Transformer(spec.config), schedule, n_microbatches,
+                                      stages_per_rank=stages_per_rank)
+    busy: list[float] = []
+    for stage in stages:
+        stage.forward_one_chunk = _timed(stage.forward_one_chunk, busy)
+        stage.backward_one_chunk = _timed(stage.backward_one_chunk, busy)
+    inputs, targets = batch_tokens(spec)
+    rank = dist.get_rank()
+    fractions, step_seconds = [], []
+    for repeat in range(repeats + 1):
+        busy.clear()
+        dist.barrier()
+        start = time.perf_counter()
+        losses: list[torch.Tensor] = []
+        kwargs = {"target": targets, "losses": losses} if rank == pp - 1 else {}
+        pipeline.step(*((inputs,) if rank == 0 else ()), **kwargs)
+        dist.barrier()
+        elapsed = time.perf_counter() - start
+        if repeat:
+            fractions.append(1.0 - sum(busy) / elapsed)
+            step_seconds.append(elapsed)
+    fraction = torch.tensor(statistics.median(fractions))
+    dist.all_reduce(fraction)
+    return {"measured": fraction.item() / pp, "formula": bubble_fraction(pp, n_microbatches, stages_per_rank),
+            "step_seconds": statistics.median(step_seconds)}
