@@ -1,7 +1,7 @@
 """Attention forward, flash-attention style, plus a split-K decode variant over a KV cache.
 
-Eager attention writes the (seq × keys) score matrix to memory, reads it back for the softmax and
-again for the product with V. The prefill kernel keeps one tile of scores in registers and folds it
+Written as matmul, softmax, matmul, attention stores the (seq × keys) score matrix, reads it back
+for the softmax and again for the product with V. The prefill kernel keeps one tile of scores in registers and folds it
 into a running softmax (running max ``m``, running denominator ``l``, rescaled accumulator), so
 memory traffic is just Q, K, V and the output (Dao et al., FlashAttention, 2022).
 

@@ -1,7 +1,7 @@
 """RMSNorm forward: ``x / rms(x) * weight`` with one read of ``x`` and one write.
 
-Eager torch upcasts, squares, reduces, takes rsqrt, multiplies and casts in separate kernels, each
-a full pass over the activations; here a program holds its row in registers for all of it. Rows
+The plain-torch reference upcasts, squares, reduces, takes rsqrt, multiplies and casts in separate
+kernels, each a pass over the activations; here a program holds its row in registers for all of it. Rows
 wider than one tile take two reads (sum of squares, then normalize).
 """
 

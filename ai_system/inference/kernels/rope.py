@@ -1,6 +1,6 @@
 """Rotary position embedding: rotate pairs (x[2i], x[2i+1]) of every head by a per-position angle.
 
-The eager version splits, upcasts, multiplies, stacks and flattens, writing several intermediate
+The plain-torch reference splits, upcasts, multiplies, stacks and flattens, writing several intermediate
 tensors the size of ``x``; this kernel reads ``x`` and the (seq, head_dim/2) angle tables once and
 writes the result once. One program handles every head of one token, so the angles are loaded once
 per token and reused across heads.
