@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "ai_system.planning.cli",
     "ai_system.inference.server",
     "ai_system.training.cli",
+    "ai_system.recsys.casestudy",
 )
 
 
