@@ -68,6 +68,9 @@ class IdTable:
         self._place(ids, np.arange(first, first + len(ids), dtype=np.int64))
         return np.arange(first, first + len(ids), dtype=np.int64)
 
+    def nbytes(self) -> int:
+        return self._entries.nbytes + self.ids.nbytes
+
     def rebuild(self, keep: np.ndarray) -> None:
         """Keep only the ids at dense indices ``keep`` (renumbered in order)."""
         self.ids = self.ids[keep]
@@ -220,6 +223,10 @@ class EmbeddedStore(EmbeddingStore):
                 written += len(index)
         self.rows_written += written
         return written
+
+    def nbytes(self) -> int:
+        return sum(shard.rows.nbytes + shard.accum.nbytes + shard.written_at.nbytes + shard.table.nbytes()
+                   + shard.counts.nbytes() + shard.seen.nbytes for shard in self.shards)
 
     def close(self) -> None:
         """Nothing to release: the shards live in this process."""

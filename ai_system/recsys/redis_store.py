@@ -166,5 +166,12 @@ class RedisStore(EmbeddingStore):
         self.rows_written += len(ids)
         return len(ids)
 
+    @translate_outage
+    def nbytes(self) -> int:
+        if isinstance(self.client, RedisCluster):
+            replies = self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            return sum(reply["used_memory"] for reply in replies.values())
+        return int(self.client.info("memory")["used_memory"])
+
     def close(self) -> None:
         self.client.close()

@@ -144,6 +144,10 @@ class EmbeddingStore(ABC):
         return self._apply(unique, summed, lr)
 
     @abstractmethod
+    def nbytes(self) -> int:
+        """Memory the backend holds now (for Redis: the servers' ``used_memory``), for sizing."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release connections."""
 
