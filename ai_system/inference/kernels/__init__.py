@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,14 +37,33 @@ class Kernel:
         return self._compiled[mode][grid]
 
 
-def block_size(n: int, cap: int) -> int:
-    """The power-of-two tile that covers ``n`` elements, capped at ``cap``."""
-    return min(triton.next_power_of_2(max(n, 1)), cap)
+SINGLE_PASS_MAX = 16384
+LOOP_BLOCK = 4096
 
 
-def row_warps(block: int) -> int:
-    """Warps for a one-row-per-program kernel: enough threads that each holds a few elements."""
-    return 4 if block <= 2048 else 8 if block <= 8192 else 16
+@dataclass(frozen=True)
+class RowLaunch:
+    """How a one-row-per-program kernel runs over the last dimension of a tensor.
+
+    Rows up to ``SINGLE_PASS_MAX`` wide fit one tile held in registers (one read); wider rows are
+    swept in ``LOOP_BLOCK`` tiles. Warps grow with the tile so each thread holds a few elements.
+    """
+
+    rows: torch.Tensor
+    out: torch.Tensor
+    block: int
+    single_pass: bool
+    warps: int
+
+    @classmethod
+    def over(cls, x: torch.Tensor, out_dtype: torch.dtype) -> RowLaunch:
+        rows = x.reshape(-1, x.shape[-1])
+        n_cols = rows.shape[1]
+        single_pass = n_cols <= SINGLE_PASS_MAX
+        block = min(triton.next_power_of_2(n_cols), SINGLE_PASS_MAX if single_pass else LOOP_BLOCK)
+        warps = 4 if block <= 2048 else 8 if block <= 8192 else 16
+        out = torch.empty(rows.shape, dtype=out_dtype, device=x.device)
+        return cls(rows=rows, out=out, block=block, single_pass=single_pass, warps=warps)
 
 
 def parallel_programs() -> int:

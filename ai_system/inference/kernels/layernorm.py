@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, block_size, row_warps
-
-SINGLE_PASS_MAX = 16384
-LOOP_BLOCK = 4096
+from ai_system.inference.kernels import Kernel, RowLaunch
 
 
 def layer_norm_reference(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
@@ -75,12 +72,9 @@ layer_norm_kernel = Kernel(_layer_norm_kernel)
 def layer_norm_triton(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                       eps: float) -> torch.Tensor:
     """Launch on a validated ``x`` (any leading shape and strides); weight and bias contiguous or None."""
-    rows = x.reshape(-1, x.shape[-1])
-    n_rows, n_cols = rows.shape
-    out = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
-    single = n_cols <= SINGLE_PASS_MAX
-    block = block_size(n_cols, SINGLE_PASS_MAX if single else LOOP_BLOCK)
-    layer_norm_kernel[(n_rows,)](rows, weight, bias, out, n_cols, rows.stride(0), rows.stride(1), out.stride(0),
-                                 eps, BLOCK=block, SINGLE_PASS=single, HAS_WEIGHT=weight is not None,
-                                 HAS_BIAS=bias is not None, num_warps=row_warps(block))
-    return out.view(x.shape)
+    launch = RowLaunch.over(x, x.dtype)
+    layer_norm_kernel[(launch.rows.shape[0],)](launch.rows, weight, bias, launch.out, launch.rows.shape[1],
+                                               *launch.rows.stride(), launch.out.stride(0), eps, BLOCK=launch.block,
+                                               SINGLE_PASS=launch.single_pass, HAS_WEIGHT=weight is not None,
+                                               HAS_BIAS=bias is not None, num_warps=launch.warps)
+    return launch.out.view(x.shape)

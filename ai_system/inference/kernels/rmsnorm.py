@@ -10,10 +10,7 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, block_size, row_warps
-
-SINGLE_PASS_MAX = 16384
-LOOP_BLOCK = 4096
+from ai_system.inference.kernels import Kernel, RowLaunch
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -56,11 +53,8 @@ rms_norm_kernel = Kernel(_rms_norm_kernel)
 
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """Launch on a validated ``x`` (any leading shape and strides) and contiguous ``weight``."""
-    rows = x.reshape(-1, x.shape[-1])
-    n_rows, n_cols = rows.shape
-    out = torch.empty((n_rows, n_cols), dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
-    single = n_cols <= SINGLE_PASS_MAX
-    block = block_size(n_cols, SINGLE_PASS_MAX if single else LOOP_BLOCK)
-    rms_norm_kernel[(n_rows,)](rows, weight, out, n_cols, rows.stride(0), rows.stride(1), out.stride(0), eps,
-                               BLOCK=block, SINGLE_PASS=single, num_warps=row_warps(block))
-    return out.view(x.shape)
+    launch = RowLaunch.over(x, torch.promote_types(x.dtype, weight.dtype))
+    rms_norm_kernel[(launch.rows.shape[0],)](launch.rows, weight, launch.out, launch.rows.shape[1],
+                                             *launch.rows.stride(), launch.out.stride(0), eps, BLOCK=launch.block,
+                                             SINGLE_PASS=launch.single_pass, num_warps=launch.warps)
+    return launch.out.view(x.shape)

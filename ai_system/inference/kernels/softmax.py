@@ -12,10 +12,7 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, block_size, row_warps
-
-SINGLE_PASS_MAX = 16384
-LOOP_BLOCK = 4096
+from ai_system.inference.kernels import Kernel, RowLaunch
 
 
 def softmax_reference(x: torch.Tensor) -> torch.Tensor:
@@ -58,11 +55,8 @@ softmax_kernel = Kernel(_softmax_kernel)
 
 def softmax_triton(x: torch.Tensor) -> torch.Tensor:
     """Launch the kernel on a validated tensor; any leading shape, any strides."""
-    rows = x.reshape(-1, x.shape[-1])
-    n_rows, n_cols = rows.shape
-    out = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
-    single = n_cols <= SINGLE_PASS_MAX
-    block = block_size(n_cols, SINGLE_PASS_MAX if single else LOOP_BLOCK)
-    softmax_kernel[(n_rows,)](rows, out, n_cols, rows.stride(0), rows.stride(1), out.stride(0),
-                              BLOCK=block, SINGLE_PASS=single, num_warps=row_warps(block))
-    return out.view(x.shape)
+    launch = RowLaunch.over(x, x.dtype)
+    softmax_kernel[(launch.rows.shape[0],)](launch.rows, launch.out, launch.rows.shape[1], *launch.rows.stride(),
+                                            launch.out.stride(0), BLOCK=launch.block,
+                                            SINGLE_PASS=launch.single_pass, num_warps=launch.warps)
+    return launch.out.view(x.shape)
