@@ -62,7 +62,7 @@ def decode_rows(values: list[bytes], ids: np.ndarray, dim: int) -> tuple[np.ndar
     wrong = (records["magic"] != MAGIC) | (records["version"] != SCHEMA_VERSION) | (records["dim"] != dim)
     if wrong.any():
         bad = int(np.flatnonzero(wrong)[0])
-        raise ValueError(f"stored row for id {ids[bad]} has header {records[bad]['magic']!r} "
+        raise ValueError(f"stored row for id {ids[bad]} has header {bytes(records[bad]['magic'])!r} "
                          f"v{records[bad]['version']} dim {records[bad]['dim']}, expected {MAGIC!r} "
                          f"v{SCHEMA_VERSION} dim {dim}")
     return records["row"].copy(), records["accum"].copy()
