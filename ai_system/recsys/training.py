@@ -162,7 +162,7 @@ def ranking_quality(trainer: DLRMTrainer, world: PlantedWorld, impressions: Impr
 
 
 class OnlineTrainer:
-    """Consumes a stream in a background thread, one step per mini-batch, until stopped."""
+    """Consumes a stream in a background thread, one step per mini-batch, until stopped or exhausted."""
 
     def __init__(self, trainer: TwoTowerTrainer, world: PlantedWorld,
                  stream: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -177,8 +177,9 @@ class OnlineTrainer:
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
-                users, items = next(self.stream)
+            for users, items in self.stream:
+                if self._stop.is_set():
+                    return
                 self.trainer.step(self.world.user_ids[users], items)
                 self.steps += 1
                 self.samples += len(users)
@@ -191,8 +192,12 @@ class OnlineTrainer:
         return self
 
     def stop(self) -> float:
-        """Stop, re-raise the consumer's failure if any, and return samples per second."""
+        """Stop after the current step; see ``join``."""
         self._stop.set()
+        return self.join()
+
+    def join(self) -> float:
+        """Wait for the consumer, re-raise its failure if any, and return samples per second."""
         self._thread.join()
         if self.error is not None:
             raise RuntimeError(f"online trainer failed after {self.steps} steps") from self.error
