@@ -253,3 +253,8 @@ def measure_bubble(spec: RunSpec, schedule: str, n_microbatches: int, repeats: i
     dist.all_reduce(fraction)
     return {"measured": fraction.item() / pp, "formula": bubble_fraction(pp, n_microbatches, stages_per_rank),
             "step_seconds": statistics.median(step_seconds)}
+
+
+def measure_bubbles(cases: list[tuple[RunSpec, str, int]]) -> list[dict[str, float]]:
+    """``measure_bubble`` for several (spec, schedule, micro-batches) cases in one process group."""
+    return [measure_bubble(spec, schedule, n_microbatches) for spec, schedule, n_microbatches in cases]

@@ -15,6 +15,7 @@ import time
 import weakref
 from typing import Any
 
+import psutil
 import torch
 import torch.distributed as dist
 from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
@@ -23,8 +24,10 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ai_system.models.transformer import Transformer
 from ai_system.parallel.compose import Layout
+from ai_system.parallel.pipeline import next_token_loss
 from ai_system.parallel.runs import LayoutTrainer, RunSpec, batch_tokens
-from ai_system.planning.planner import PRECISIONS, Job, Parallelism
+from ai_system.planning.accelerators import Accelerator
+from ai_system.planning.planner import PRECISIONS, Job, Parallelism, estimate
 
 
 def _storages(tensor: torch.Tensor) -> list[torch.UntypedStorage]:
@@ -135,6 +138,54 @@ def planned_layout(layout: Layout, spec: RunSpec) -> tuple[Job, Parallelism]:
         virtual_stages=2 if interleaved else 1)
 
 
-def measure_layouts(layouts: list[Layout], spec: RunSpec) -> list[dict[str, float]]:
-    """``measure_layout`` for several layouts of one world size in one process group."""
-    return [measure_layout(layout, spec) for layout in layouts]
+def measured_cpu(spec: RunSpec, allreduce_bytes: int = 16 << 20, repeats: int = 3) -> Accelerator:
+    """This machine as the planner sees it, measured on this rank: effective FLOP/s of one rank's
+    single-process training step of ``spec`` and the gloo all-reduce bus bandwidth of the group."""
+    torch.manual_seed(spec.seed)
+    model = Transformer(spec.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr)
+    inputs, targets = batch_tokens(spec)
+    seconds = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        next_token_loss(model(inputs), targets).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds.append(time.perf_counter() - start)
+    flops = spec.config.train_flops_per_token(spec.seq_len) * spec.batch * spec.seq_len
+    buffer = torch.zeros(allreduce_bytes // 4)
+    world = dist.get_world_size()
+    transfers = []
+    for _ in range(repeats + 1):
+        dist.barrier()
+        start = time.perf_counter()
+        dist.all_reduce(buffer)
+        transfers.append(time.perf_counter() - start)
+    bus_bandwidth = 2 * (world - 1) / max(world, 1) * allreduce_bytes / statistics.median(transfers[1:])
+    return Accelerator(name="cpu-gloo", peak_flops=flops / statistics.median(seconds[1:]),
+                       memory_bytes=float(psutil.virtual_memory().total),
+                       intra_node_bandwidth=bus_bandwidth, inter_node_bandwidth=bus_bandwidth,
+                       devices_per_node=world,
+                       source="measured in this run: one rank's single-process training step (FLOP/s) and a "
+                              "gloo all-reduce on loopback (bus bandwidth)")
+
+
+def validate_layouts(layouts: list[Layout], spec: RunSpec) -> list[dict[str, float | str]]:
+    """Planner predictions next to measurements for layouts of one world size, in one process group.
+
+    The planner's compute rate and bandwidth are measured first (``measured_cpu``, efficiency 1),
+    so the time error is the planner's model of parallel overheads, not a hardware guess.
+    """
+    accelerator = measured_cpu(spec)
+    rows: list[dict[str, float | str]] = []
+    for layout in layouts:
+        measured = measure_layout(layout, spec)
+        job, parallelism = planned_layout(layout, spec)
+        predicted = estimate(job, parallelism, accelerator, compute_efficiency=1.0)
+        rows.append({"layout": layout.label(), "ranks": layout.world_size,
+                     "schedule": layout.schedule if layout.pp > 1 else "none",
+                     "sequence_parallel": layout.uses_sequence_parallel, "checkpoint": layout.checkpoint,
+                     "measured_bytes": measured["peak_bytes"], "predicted_bytes": predicted.memory.total,
+                     "measured_seconds": measured["step_seconds"], "predicted_seconds": predicted.iteration_seconds,
+                     "rank_flops": accelerator.peak_flops, "bus_bandwidth": accelerator.intra_node_bandwidth})
+    return rows
