@@ -104,15 +104,16 @@ def best_of_alternating(url: str, count: int, rounds: int) -> tuple[LoadReport, 
     return max(served_runs, key=lambda r: r.throughput_rps), max(offline_runs)
 
 
-def offline_throughput(count: int) -> float:
+def offline_throughput(count: int, model: str = MODEL, batch: int = DYNAMIC_BATCH, device: str = "cpu") -> float:
     """Requests/s of the engine in this process with every request queued at once (no HTTP)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        engine = Engine(load_model(MODEL, seed=0), EngineConfig(max_batch_size=DYNAMIC_BATCH, max_queue_size=QUEUE))
+        engine = Engine(load_model(model, seed=0, device=device),
+                        EngineConfig(max_batch_size=batch, max_queue_size=max(QUEUE, count)))
         engine.start()
         params = SamplingParams(max_new_tokens=MAX_TOKENS)
-        submit_and_wait(engine, [list(PROMPT.encode())] * (2 * DYNAMIC_BATCH), params)
+        submit_and_wait(engine, [list(PROMPT.encode())] * (2 * batch), params)
         start = time.perf_counter()
         submit_and_wait(engine, [list(PROMPT.encode())] * count, params)
         elapsed = time.perf_counter() - start
@@ -267,3 +268,17 @@ def test_serving_mlperf_loadgen(benchmark, record, profile, scenario, tmp_path):
         record(name="serving_mlperf_server_p99", value=run_result.latency_p99_ns / 1e6, unit="ms", better="lower",
                area="serving", scale=SCALE, params={**params, "target_qps": result["target"]},
                description=f"{note}: LoadGen's 99th percentile latency (bound {SLO_S * 1e3:.0f} ms)")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", ["debug", "small"])
+def test_serving_offline_throughput_gpu(benchmark, record, model):
+    """The engine alone on a CUDA device: requests/s with 64 slots, every request queued at once."""
+    batch, count = 64, 2048
+    measured = {}
+    benchmark.pedantic(lambda: measured.update(rps=offline_throughput(count, model, batch, "cuda")),
+                       rounds=1, iterations=1)
+    record(name="serving_offline_throughput_gpu", value=measured["rps"], unit="req/s", better="higher",
+           area="serving", scale=f"{model} model, {len(PROMPT)}-byte prompt, {MAX_TOKENS} output tokens",
+           params={"model": model, "batch": batch, "requests": count, "device": "cuda"},
+           description="engine in-process on one GPU, fp32, all requests queued at once, no HTTP")

@@ -20,6 +20,7 @@ waiting, since waiting would stall every running decode.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -32,6 +33,8 @@ import torch
 from ai_system.inference.generate import SamplingParams, sample_tokens
 from ai_system.models.config import get_config
 from ai_system.models.transformer import Transformer
+
+logger = logging.getLogger(__name__)
 
 
 class QueueFullError(RuntimeError):
@@ -284,7 +287,8 @@ class Engine:
                 self._queue.clear()
             for request in queued:
                 self._emit(request, Event("error", reason=message))
-            raise
+            logger.exception("inference engine stopped: %s", message)
+            return
         for slot, request in enumerate(self._slots):
             if request is not None:
                 self._finish(slot, request, Event("error", reason="server shut down mid-request"))

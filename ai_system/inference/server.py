@@ -266,8 +266,8 @@ async def _collect(events: asyncio.Queue[Event]) -> Event:
 
 
 def build_engine(config_name: str, seed: int = 0, checkpoint: str | None = None,
-                 engine_config: EngineConfig | None = None) -> Engine:
-    return Engine(load_model(config_name, seed=seed, checkpoint=checkpoint), engine_config)
+                 engine_config: EngineConfig | None = None, device: str = "cpu") -> Engine:
+    return Engine(load_model(config_name, seed=seed, checkpoint=checkpoint, device=device), engine_config)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -276,7 +276,7 @@ def serve(args: argparse.Namespace) -> int:
     engine_config = EngineConfig(max_batch_size=args.max_batch_size, max_queue_size=args.max_queue_size,
                                  max_queue_delay_ms=args.max_queue_delay_ms, prefill_chunk=args.prefill_chunk,
                                  seed=args.seed)
-    engine = build_engine(args.config, args.seed, args.checkpoint, engine_config)
+    engine = build_engine(args.config, args.seed, args.checkpoint, engine_config, args.device)
     app = create_app(engine, args.config, args.drain_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=max(1, round(args.drain_timeout)))
@@ -290,6 +290,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="model shape (random weights from --seed unless --checkpoint is given)")
     parser.add_argument("--checkpoint", default=None, help="a state_dict saved with torch.save")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cpu or cuda")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch-size", type=int, default=16, help="KV-cache slots = rows per iteration")

@@ -185,3 +185,22 @@ def test_idle_engine_gathers_a_batch_within_the_queue_delay(engine_factory):
     engine.on_step = steps.append
     submit_and_wait(engine, [list(b"a"), list(b"b"), list(b"c"), list(b"d")], SamplingParams(max_new_tokens=2))
     assert steps[0].batch_size == 4
+
+
+def test_a_failing_model_errors_every_request_instead_of_hanging():
+    model = load_model("debug")
+
+    def broken_forward(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("device lost")
+
+    model.forward = broken_forward
+    engine = Engine(model, EngineConfig(max_batch_size=2)).start()
+    recorders = [Recorder() for _ in range(3)]
+    for recorder in recorders:
+        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=4), recorder))
+    for recorder in recorders:
+        assert recorder.final.kind == "error" and "device lost" in recorder.final.reason
+    engine.stop(drain_timeout=10)
+    assert not engine.running and not engine.ready
+    with pytest.raises(EngineClosedError):
+        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=1), Recorder()))
