@@ -154,8 +154,8 @@ def test_serving_latency_throughput_curve(benchmark, record, profile):
     Also the server's overhead: the dynamic server's saturation throughput over the same requests run
     offline in this process.
     """
-    seconds = profile.pick(quick=1.2, full=10.0)
-    burst = profile.pick(quick=120, full=1000)
+    seconds = profile.pick(quick=1.0, full=10.0)
+    burst = profile.pick(quick=100, full=1000)
     results: dict[str, tuple[LoadReport, list[LoadReport]]] = {}
     offline: dict[str, float] = {}
 
@@ -245,7 +245,7 @@ def test_serving_mlperf_loadgen(benchmark, record, profile, scenario, tmp_path):
                                        min_duration_s=profile.pick(quick=1.0, full=60.0), min_query_count=100,
                                        output_dir=str(tmp_path))
             return
-        result["target"] = round(profile.pick(quick=0.2, full=0.4) * probe.samples_per_second, 1)
+        result["target"] = round(profile.pick(quick=0.25, full=0.4) * probe.samples_per_second, 1)
         result["run"] = run_mlperf(engine, "Server", prompt, MAX_TOKENS, target_qps=result["target"],
                                    latency_slo_s=SLO_S, min_duration_s=profile.pick(quick=2.0, full=60.0),
                                    min_query_count=profile.pick(quick=480, full=5000), output_dir=str(tmp_path))
