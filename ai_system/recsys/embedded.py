@@ -158,7 +158,7 @@ class EmbeddedStore(EmbeddingStore):
             return [(self.shards[0], np.arange(len(ids)))]
         owner = shard_of(ids, len(self.shards))
         order = np.argsort(owner, kind="stable")
-        bounds = np.searchsorted(owner[order], np.arange(len(self.shards) + 1))
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(self.shards)))])
         return [(shard, order[bounds[s]:bounds[s + 1]]) for s, shard in enumerate(self.shards)
                 if bounds[s + 1] > bounds[s]]
 

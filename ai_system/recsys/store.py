@@ -70,8 +70,13 @@ def hash_slot(ids: np.ndarray) -> np.ndarray:
 
 
 def shard_of(ids: np.ndarray, n_shards: int) -> np.ndarray:
-    """Owner of each id: shard ``s`` holds slots ``[s·16384/n, (s+1)·16384/n)``, as Redis Cluster splits them."""
-    return hash_slot(ids) * n_shards // HASH_SLOTS
+    """Owner of each id: shard ``s`` holds slots ``[s·16384/n, (s+1)·16384/n)``, as Redis Cluster splits them.
+
+    Returned as uint16 (a shard owns at least one slot), which numpy's stable sort radix-sorts fast.
+    """
+    if not 1 <= n_shards <= HASH_SLOTS:
+        raise ValueError(f"n_shards must be in [1, {HASH_SLOTS}] (each shard owns at least one slot), got {n_shards}")
+    return (hash_slot(ids) * n_shards // HASH_SLOTS).astype(np.uint16)
 
 
 def initial_rows(ids: np.ndarray, dim: int, scale: float) -> np.ndarray:
