@@ -144,7 +144,7 @@ def sizing_inputs(backend: str) -> SizingInputs:
     return SizingInputs(bytes_per_row=bytes_per_row, rows_per_s_per_shard=rows_per_s)
 
 
-def run(backend: str, out: Path, steps: int = 400, probes: int = 50) -> dict[str, object]:
+def run(backend: str, out: Path, steps: int = 600, probes: int = 50) -> dict[str, object]:
     torch.set_num_threads(1)
     world = make_world(n_users=1000, n_items=200, seed=0)
     results: dict[str, object] = {"backend": backend, "users": world.n_users, "items": world.n_items, "dim": DIM}
@@ -172,7 +172,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("recommender", help="run the recommender case study end to end")
     parser.add_argument("--redis", action="store_true", help="use a local redis-server instead of the embedded store")
     parser.add_argument("--out", type=Path, default=Path("results/case-studies"), help="where to write the JSON")
-    parser.add_argument("--steps", type=int, default=400, help="training steps of 256 samples")
+    parser.add_argument("--steps", type=int, default=600, help="training steps of 256 samples")
     parser.set_defaults(func=_main)
 
 
