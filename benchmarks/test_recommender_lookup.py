@@ -70,7 +70,7 @@ def measure_store(benchmark, record, store: EmbeddingStore, name: str, rows: int
 @pytest.mark.parametrize("shards", [1, 4])
 def test_lookup_embedded(benchmark, record, profile, shards):
     rows, batch = profile.pick(quick=200_000, full=2_000_000), profile.pick(quick=8192, full=16384)
-    rounds = profile.pick(quick=20, full=100)
+    rounds = profile.pick(quick=10, full=100)
     limit = gather_rate(rows, batch, rounds)
     measure_store(benchmark, record, EmbeddedStore(DIM, n_shards=shards), f"embedded_{shards}shard", rows, batch,
                   rounds, {"backend": "embedded", "shards": shards}, {"numpy_gather": limit})
@@ -127,7 +127,7 @@ def test_lookup_torchrec_embedding_bag_collection(benchmark, record, profile):
     from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 
     rows, batch = profile.pick(quick=200_000, full=2_000_000), profile.pick(quick=8192, full=16384)
-    rounds = profile.pick(quick=20, full=100)
+    rounds = profile.pick(quick=10, full=100)
     limit = gather_rate(rows, batch, rounds)
     collection = EmbeddingBagCollection(tables=[EmbeddingBagConfig(
         name="users", embedding_dim=DIM, num_embeddings=rows, feature_names=["user"])], device=torch.device("cpu"))

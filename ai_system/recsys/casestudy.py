@@ -43,6 +43,7 @@ from ai_system.recsys.training import (
     TwoTowerTrainer,
     ranking_quality,
     retrieval_quality,
+    torch_threads,
 )
 
 DIM = 16
@@ -145,7 +146,11 @@ def sizing_inputs(backend: str) -> SizingInputs:
 
 
 def run(backend: str, out: Path, steps: int = 600, probes: int = 50) -> dict[str, object]:
-    torch.set_num_threads(1)
+    with torch_threads(1):
+        return _run(backend, out, steps, probes)
+
+
+def _run(backend: str, out: Path, steps: int, probes: int) -> dict[str, object]:
     world = make_world(n_users=1000, n_items=200, seed=0)
     results: dict[str, object] = {"backend": backend, "users": world.n_users, "items": world.n_items, "dim": DIM}
     with open_stores(backend) as (users, items):

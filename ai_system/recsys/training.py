@@ -7,6 +7,7 @@ the rows its batch touched, so serving sees a user's new row as soon as ``apply_
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,18 @@ from torch import nn
 
 from ai_system.recsys.data import Impressions, PlantedWorld
 from ai_system.recsys.models import DLRM, StoreTable, TwoTower
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch threads: these dense layers are tiny, and beside a store, a server and a
+    trainer thread, more intra-op threads only oversubscribe the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass

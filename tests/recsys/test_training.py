@@ -6,21 +6,18 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 
 from ai_system.recsys.casestudy import held_out_quality, train_ranking, train_retrieval
 from ai_system.recsys.data import interaction_stream, make_world
 from ai_system.recsys.embedded import EmbeddedStore
 from ai_system.recsys.models import StoreTable, TwoTower
-from ai_system.recsys.training import OnlineTrainer, TwoTowerTrainer, auc, recall_at_k
+from ai_system.recsys.training import OnlineTrainer, TwoTowerTrainer, auc, recall_at_k, torch_threads
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_auc_matches_pairwise_definition():
