@@ -12,9 +12,10 @@ Padding never corrupts a slot: padded tokens write to the cache's last position,
 request may reach (prompt + max_new_tokens <= cache length), and every real token writes its own
 position before any query can attend to it.
 
-When the engine is idle it waits up to ``max_queue_delay_ms`` for a batch of ``max_batch_size``
-requests to gather (dynamic batching); while requests are running it admits what is queued without
-waiting, since waiting would stall every running decode.
+New requests are admitted in batches (dynamic batching): once the free slots are all wanted, or the
+oldest waiting request has waited ``max_queue_delay_ms``. An idle engine sleeps until then; a busy
+one keeps decoding meanwhile, so arrivals a few milliseconds apart share one wide prefill iteration
+instead of each widening one, and no running decode ever waits for admission.
 """
 
 from __future__ import annotations
@@ -254,10 +255,14 @@ class Engine:
                     break
                 self._cond.wait()
             free = [slot for slot, request in enumerate(self._slots) if request is None]
-            if not busy:
-                deadline = self._queue[0].arrival + self.config.max_queue_delay_ms / 1000
-                wanted = min(len(free), self.config.max_batch_size)
-                while len(self._queue) < wanted and not self._closing:
+            if not free or not self._queue:
+                return True
+            deadline = self._queue[0].arrival + self.config.max_queue_delay_ms / 1000
+            if busy:
+                if len(self._queue) < len(free) and time.perf_counter() < deadline:
+                    return True
+            else:
+                while len(self._queue) < len(free) and not self._closing:
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0:
                         break

@@ -204,3 +204,20 @@ def test_a_failing_model_errors_every_request_instead_of_hanging():
     assert not engine.running and not engine.ready
     with pytest.raises(EngineClosedError):
         engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=1), Recorder()))
+
+
+def test_busy_engine_admits_arrivals_together_without_pausing_decode(engine_factory):
+    steps = []
+    engine = engine_factory(step_delay_s=0.002, max_batch_size=4, max_queue_delay_ms=300)
+    engine.on_step = steps.append
+    running = Request(list(b"long"), SamplingParams(max_new_tokens=40), Recorder())
+    engine.submit(running)
+    wait_until_generating(running)
+    arrivals = [Request(list(b"abc"), SamplingParams(max_new_tokens=2), Recorder()) for _ in range(3)]
+    for request in arrivals:
+        engine.submit(request)
+    for request in arrivals:
+        assert request.on_event.final.reason == "length"
+    prefills = [step.prefill_tokens for step in steps if step.prefill_tokens]
+    assert prefills == [4, 9]
+    assert running.on_event.final.reason == "length"
