@@ -30,7 +30,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ai_system.inference.engine import (
     Engine,
@@ -52,13 +52,13 @@ TOKEN_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 class CompletionRequest(BaseModel):
     """The subset of OpenAI's completions request this server honours; other fields are ignored."""
 
-    model_config = ConfigDict(strict=True, extra="ignore")
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
 
     prompt: str
     max_tokens: int = 16
     temperature: float = 0.0
     top_p: float = 1.0
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
     stream: bool = False
     model: str | None = None
 
@@ -107,9 +107,10 @@ class ServingMetrics:
         self.tokens.inc(len(request.generated))
 
 
-def error_response(status: int, kind: str, message: str, param: str | None = None) -> JSONResponse:
+def error_response(status: int, kind: str, message: str, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
-                        status_code=status)
+                        status_code=status, headers=headers)
 
 
 def _completion_body(request: Request, model_name: str, text: str, finish_reason: str | None
@@ -193,7 +194,7 @@ def create_app(engine: Engine, model_name: str = "debug", drain_timeout: float =
             return error_response(400, "invalid_request_error", message)
         except QueueFullError as error:
             metrics.errors.labels(kind="queue_full").inc()
-            return error_response(429, "overloaded_error", f"{error}; retry later")
+            return error_response(429, "overloaded_error", f"{error}; retry later", headers={"Retry-After": "1"})
         except EngineClosedError as error:
             metrics.errors.labels(kind="unavailable").inc()
             return error_response(503, "unavailable_error", str(error))

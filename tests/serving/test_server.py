@@ -79,6 +79,9 @@ def test_streaming_sends_one_event_per_token_then_done(server):
     (b'{"prompt": "hi", "temperature": -1}', "temperature must be >= 0"),
     (b'{"prompt": "hi", "top_p": 2}', "top_p must be in (0, 1]"),
     (b'{"prompt": "hi", "model": "gpt-4"}', "not served here"),
+    (b'{"prompt": "hi", "temperature": NaN}', "temperature: Input should be a finite number"),
+    (b'{"prompt": "hi", "seed": -1}', "seed: Input should be greater than or equal to 0"),
+    (b'{"prompt": "hi", "seed": 100000000000000000000000}', "seed: Input should be less than"),
 ])
 def test_bad_requests_get_400_with_a_clear_message(server, body, message):
     with server.client() as client:
@@ -98,7 +101,7 @@ def test_full_queue_answers_429_at_once(slow_server_factory):
             with queued.stream("POST", "/v1/completions", json=payload):
                 wait_for(lambda: server.engine.queue_depth == 1)
                 response = rejected.post("/v1/completions", json={"prompt": "one more", "max_tokens": 2})
-    assert response.status_code == 429
+    assert response.status_code == 429 and response.headers["retry-after"] == "1"
     assert response.json()["error"]["type"] == "overloaded_error"
     assert server.metric('aisys_request_errors_total{kind="queue_full"}') == 1
 
