@@ -9,6 +9,7 @@ is still fixed when ``triton`` is first imported: the interpreter works only if
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,13 @@ def interpreting() -> bool:
 
 
 class Kernel:
-    """A Triton kernel function compiled lazily for the current mode (interpreted or JIT)."""
+    """A Triton kernel function compiled lazily for the current mode (interpreted or JIT).
+
+    With ``Kernel.compile_only`` set, a launch compiles and returns the compiled kernel without
+    running it: ``compile_check`` uses that to build every kernel for a GPU the machine lacks.
+    """
+
+    compile_only = False
 
     def __init__(self, fn: Callable[..., None]) -> None:
         self.fn = fn
@@ -34,6 +41,8 @@ class Kernel:
         mode = interpreting()
         if mode not in self._compiled:
             self._compiled[mode] = triton.jit(self.fn)
+        if Kernel.compile_only:
+            return functools.partial(self._compiled[mode].warmup, grid=grid)
         return self._compiled[mode][grid]
 
 

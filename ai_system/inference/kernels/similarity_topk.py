@@ -55,12 +55,10 @@ def _similarity_topk_kernel(q_ptr, k_ptr, out_ptr, n_queries, n_keys, dim, chunk
             merged = tl.reshape(tl.join(best, packed), (BLOCK_Q, 2 * BLOCK_N))
             for stage in tl.static_range(1, LOG_MERGED + 1):
                 for step in tl.static_range(stage):
-                    width: tl.constexpr = 1 << (stage - step)
-                    pairs = tl.permute(tl.reshape(merged, (BLOCK_Q, 2 * BLOCK_N // width, 2, width // 2)),
-                                       (0, 1, 3, 2))
-                    first, second = tl.split(pairs)
-                    groups = tl.arange(0, 2 * BLOCK_N // width)
-                    descending = (((groups * width) & (1 << stage)) == 0)[None, :, None]
+                    pairs = tl.reshape(merged, (BLOCK_Q, (2 * BLOCK_N) >> (stage - step), 2, 1 << (stage - step - 1)))
+                    first, second = tl.split(tl.permute(pairs, (0, 1, 3, 2)))
+                    groups = tl.arange(0, (2 * BLOCK_N) >> (stage - step))
+                    descending = (((groups << (stage - step)) & (1 << stage)) == 0)[None, :, None]
                     high = tl.maximum(first, second)
                     low = tl.minimum(first, second)
                     swapped = tl.join(tl.where(descending, high, low), tl.where(descending, low, high))
