@@ -39,7 +39,12 @@ class Runtime:
 
 
 def init_runtime() -> Runtime:
-    """Join torchrun's process group if launched by it, else run as a single unsharded process."""
+    """Join torchrun's process group if launched by it, else run as a single unsharded process.
+
+    torchrun keeps one store across restarts, so the process group's keys are prefixed by the
+    restart count: otherwise a restarted rank can read the address a killed peer published and
+    fail to connect to it.
+    """
     cuda = torch.cuda.is_available()
     if "WORLD_SIZE" not in os.environ:
         return Runtime(rank=0, world_size=1, device=torch.device("cuda" if cuda else "cpu"), mesh=None)
@@ -50,7 +55,10 @@ def init_runtime() -> Runtime:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo", device_id=device if cuda else None)
+        store, rank, _ = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend="nccl" if cuda else "gloo", store=dist.PrefixStore(f"attempt{attempt}", store),
+                                rank=rank, world_size=world_size, device_id=device if cuda else None)
     mesh = init_device_mesh(device.type, (world_size,), mesh_dim_names=("dp",))
     return Runtime(rank=dist.get_rank(), world_size=world_size, device=device, mesh=mesh)
 

@@ -74,7 +74,7 @@ def test_sigkilled_rank_restarts_from_checkpoint_and_finishes_with_the_same_loss
             job.terminate()
             job.wait(timeout=60)
     resumes = [r for r in read_log(tmp_path / "log.jsonl") if r["event"] == "resume"]
-    assert resumes and 10 <= resumes[-1]["step"] < STEPS
+    assert len(resumes) == 1 and 10 <= resumes[0]["step"] < STEPS
     recovered, uninterrupted = step_records(tmp_path / "log.jsonl"), step_records(two_rank_run)
     assert recovered[STEPS]["loss"] == uninterrupted[STEPS]["loss"]
     for step in range(1, STEPS + 1):
