@@ -8,7 +8,6 @@ CPU, so CPU scaling here is pessimistic.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -144,7 +143,7 @@ def test_training_1b_gpu(benchmark, record, peaks, tmp_path, compiled):
         inputs = {"single_gpu_samples_per_s": rate["samples_per_s"], "samples_per_gpu_step": batch,
                   "num_params": num_params, "world_size": SEED_GPUS, "link_bytes_per_s": INTERCONNECT_BYTES_PER_S,
                   "param_bytes": 2, "grad_bytes": 4, "overlap": str(overlap), "mode": mode,
-                  "measured_on": json.dumps(torch.cuda.get_device_name())}
+                  "measured_on": torch.cuda.get_device_name()}
         record(name="training_samples_per_s_32gpu", value=projected.samples_per_s, unit="samples/s",
                better="higher", area="training", scale=f"{SEED_GPUS} GPUs, 1B-class, bf16", kind="projected",
                seed_row="training_throughput", projection=Projection(model="fsdp_ring_comm_v1", inputs=inputs),
