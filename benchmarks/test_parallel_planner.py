@@ -8,6 +8,8 @@ oversubscribed and only their memory is meaningful.
 
 from __future__ import annotations
 
+import pytest
+
 from ai_system.models.config import get_config
 from ai_system.parallel.compose import Layout
 from ai_system.parallel.launch import run_distributed
@@ -55,3 +57,22 @@ def test_planner_predicted_vs_measured(benchmark, record, profile):
                    description=f"{row['layout']}: planner step time {row['predicted_seconds']:.3f} s vs measured "
                                f"{row['measured_seconds']:.3f} s ({100 * time_error:+.1f}%); gloo on a shared "
                                "2-core CPU, collectives latency-bound")
+
+
+@pytest.mark.gpu
+def test_planner_memory_on_one_gpu(benchmark, record):
+    """One GPU: the planner's memory for the unsharded 125M model, with and without checkpointing."""
+    spec = RunSpec(get_config("125M"), batch=8, seq_len=512, steps=3, device="cuda")
+    layouts = [Layout(), Layout(checkpoint=True)]
+    rows = benchmark.pedantic(run_distributed, args=(validate_layouts, 1, layouts, spec), kwargs={"backend": "nccl"},
+                              rounds=1, iterations=1)
+    for row in rows:
+        error = row["predicted_bytes"] / row["measured_bytes"] - 1
+        record(name="planner_memory_error_gpu", value=100 * abs(error), unit="%", better="lower", area="parallel",
+               scale="1 GPU", params={"layout": row["layout"], "checkpoint": row["checkpoint"], "model": "125M",
+                                      "batch": spec.batch, "seq_len": spec.seq_len, "device": "cuda",
+                                      "measured_mb": round(row["measured_bytes"] / 1e6, 1),
+                                      "predicted_mb": round(row["predicted_bytes"] / 1e6, 1)},
+               description=f"{row['layout']}: planner memory {row['predicted_bytes'] / 1e6:.0f} MB vs "
+                           f"torch.cuda.max_memory_allocated {row['measured_bytes'] / 1e6:.0f} MB "
+                           f"({100 * error:+.1f}%), fp32 AdamW")

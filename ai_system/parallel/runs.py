@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
+from ai_system.bench.peaks import synchronize
 from ai_system.models.config import ModelConfig
 from ai_system.models.transformer import Transformer
 from ai_system.parallel.compose import Layout, layout_mesh, parallelize_stage, unwrapped_name
@@ -29,7 +30,8 @@ from ai_system.parallel.tensor_parallel_explicit import shard_explicitly
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What to train: model shape, global batch (sequences × tokens), steps and AdamW learning rate."""
+    """What to train: model shape, global batch (sequences × tokens), steps, AdamW learning rate, and
+    the device: "cpu" (gloo) or "cuda" (NCCL, each rank on the GPU ``run_distributed`` selected)."""
 
     config: ModelConfig
     batch: int = 8
@@ -37,6 +39,15 @@ class RunSpec:
     steps: int = 10
     lr: float = 3e-3
     seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"RunSpec.device must be 'cpu' or 'cuda', got {self.device!r}")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device("cuda", torch.cuda.current_device()) if self.device == "cuda" else torch.device("cpu")
 
 
 @dataclass
@@ -65,6 +76,7 @@ def batch_tokens(spec: RunSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed (inputs, next-token targets) batch a run trains on, the same on every rank."""
     generator = torch.Generator().manual_seed(spec.seed + 1)
     tokens = torch.randint(0, spec.config.vocab_size, (spec.batch, spec.seq_len + 1), generator=generator)
+    tokens = tokens.to(spec.torch_device)
     return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
 
 
@@ -73,13 +85,13 @@ class LayoutTrainer:
 
     def __init__(self, reference: Transformer, layout: Layout, spec: RunSpec) -> None:
         self.layout = layout
-        mesh = layout_mesh(layout)
+        mesh = layout_mesh(layout, spec.torch_device.type)
         self.pp_rank, self.dp_rank = mesh["pp"].get_local_rank(), mesh["dp"].get_local_rank()
         self.dp_group = mesh["dp"].get_group()
         if layout.pp > 1:
             self.schedule, stages = build_pipeline(
                 reference, layout.schedule, layout.n_microbatches, group=mesh["pp"].get_group(),
-                stages_per_rank=2 if layout.schedule == "interleaved-1f1b" else 1,
+                stages_per_rank=2 if layout.schedule == "interleaved-1f1b" else 1, device=spec.torch_device,
                 prepare=lambda stage: parallelize_stage(stage, mesh, layout))
             self.modules = [stage.submod for stage in stages]
         else:
@@ -124,7 +136,7 @@ def compare_with_reference(layout: Layout, spec: RunSpec) -> Comparison:
         raise ValueError(f"batch={spec.batch} must divide into dp={layout.dp} × "
                          f"n_microbatches={layout.n_microbatches} equal parts")
     torch.manual_seed(spec.seed)
-    reference = Transformer(spec.config)
+    reference = Transformer(spec.config).to(spec.torch_device)
     trainer = LayoutTrainer(reference, layout, spec)
     reference_optimizer = torch.optim.AdamW(reference.parameters(), lr=spec.lr)
     inputs, targets = batch_tokens(spec)
@@ -138,6 +150,7 @@ def compare_with_reference(layout: Layout, spec: RunSpec) -> Comparison:
             grads = trainer.named_full_grads()
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
+        synchronize(spec.torch_device)
         dist.barrier()
         step_seconds.append(time.perf_counter() - start)
 
@@ -181,7 +194,7 @@ def compare_explicit_tensor_parallel(spec: RunSpec) -> Comparison:
     Each rank's weight gradient is compared with its slice of the reference gradient.
     """
     torch.manual_seed(spec.seed)
-    reference = Transformer(spec.config)
+    reference = Transformer(spec.config).to(spec.torch_device)
     model = shard_explicitly(copy.deepcopy(reference))
     rank, size = dist.get_rank(), dist.get_world_size()
     inputs, targets = batch_tokens(spec)
@@ -207,12 +220,13 @@ def compare_explicit_tensor_parallel(spec: RunSpec) -> Comparison:
                       losses=[loss.item()], reference_losses=[reference_loss.item()])
 
 
-def _timed(method: Callable[..., Any], totals: list[float]) -> Callable[..., Any]:
+def _timed(method: Callable[..., Any], totals: list[float], device: torch.device) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
             return method(*args, **kwargs)
         finally:
+            synchronize(device)
             totals.append(time.perf_counter() - start)
 
     return run
@@ -228,12 +242,12 @@ def measure_bubble(spec: RunSpec, schedule: str, n_microbatches: int, repeats: i
     pp = dist.get_world_size()
     stages_per_rank = 2 if schedule == "interleaved-1f1b" else 1
     torch.manual_seed(spec.seed)
-    pipeline, stages = build_pipeline(Transformer(spec.config), schedule, n_microbatches,
-                                      stages_per_rank=stages_per_rank)
+    pipeline, stages = build_pipeline(Transformer(spec.config).to(spec.torch_device), schedule, n_microbatches,
+                                      stages_per_rank=stages_per_rank, device=spec.torch_device)
     busy: list[float] = []
     for stage in stages:
-        stage.forward_one_chunk = _timed(stage.forward_one_chunk, busy)
-        stage.backward_one_chunk = _timed(stage.backward_one_chunk, busy)
+        stage.forward_one_chunk = _timed(stage.forward_one_chunk, busy, spec.torch_device)
+        stage.backward_one_chunk = _timed(stage.backward_one_chunk, busy, spec.torch_device)
     inputs, targets = batch_tokens(spec)
     rank = dist.get_rank()
     fractions, step_seconds = [], []
@@ -244,6 +258,7 @@ def measure_bubble(spec: RunSpec, schedule: str, n_microbatches: int, repeats: i
         losses: list[torch.Tensor] = []
         kwargs = {"target": targets, "losses": losses} if rank == pp - 1 else {}
         pipeline.step(*((inputs,) if rank == 0 else ()), **kwargs)
+        synchronize(spec.torch_device)
         dist.barrier()
         elapsed = time.perf_counter() - start
         if repeat:

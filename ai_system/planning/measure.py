@@ -4,12 +4,14 @@ CPU tensors have no allocator statistics, so ``LiveTensorMemory`` counts the byt
 storages itself: every op's outputs are seen through a dispatch mode, a storage is counted once
 however many views share it, and it is uncounted when Python frees it or FSDP resizes it to zero.
 That is the quantity the planner models (tensor bytes, not allocator caching or fragmentation).
+On a GPU the caching allocator's own peak (``torch.cuda.max_memory_allocated``) is read instead.
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import math
 import statistics
 import time
 import weakref
@@ -22,6 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ai_system.bench.peaks import synchronize
 from ai_system.models.transformer import Transformer
 from ai_system.parallel.compose import Layout
 from ai_system.parallel.pipeline import next_token_loss
@@ -99,18 +102,38 @@ class LiveTensorMemory(TorchDispatchMode):
         super().__exit__(*exc)
 
 
+class CudaPeakMemory:
+    """Peak bytes the CUDA caching allocator handed out while active: the GPU's counterpart."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+
+    def __enter__(self) -> CudaPeakMemory:
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.peak = torch.cuda.max_memory_allocated(self.device)
+
+
 def measure_layout(layout: Layout, spec: RunSpec) -> dict[str, float]:
-    """Peak live tensor bytes (max over ranks) and median step seconds of ``spec.steps`` steps.
+    """Peak tensor bytes (max over ranks) and median step seconds of ``spec.steps`` steps.
 
     Run on every rank of a ``layout.world_size`` group. The first step (optimizer state creation,
     pipeline shape inference) is left out of the time; the peak covers every step.
     """
     torch.manual_seed(spec.seed)
-    trainer = LayoutTrainer(Transformer(spec.config), layout, spec)
+    device = spec.torch_device
+    trainer = LayoutTrainer(Transformer(spec.config).to(device), layout, spec)
     gc.collect()
     inputs, targets = batch_tokens(spec)
-    tracker = LiveTensorMemory()
-    tracker.track(*(t for module in trainer.modules for t in itertools.chain(module.parameters(), module.buffers())))
+    if device.type == "cuda":
+        tracker: LiveTensorMemory | CudaPeakMemory = CudaPeakMemory(device)
+    else:
+        tracker = LiveTensorMemory()
+        tracker.track(*(t for module in trainer.modules
+                        for t in itertools.chain(module.parameters(), module.buffers())))
     step_seconds = []
     with tracker:
         for _ in range(spec.steps):
@@ -119,9 +142,10 @@ def measure_layout(layout: Layout, spec: RunSpec) -> dict[str, float]:
             trainer.step(inputs, targets)
             trainer.optimizer.step()
             trainer.optimizer.zero_grad(set_to_none=True)
+            synchronize(device)
             dist.barrier()
             step_seconds.append(time.perf_counter() - start)
-    peak = torch.tensor(float(tracker.peak))
+    peak = torch.tensor(float(tracker.peak), device=device)
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     return {"peak_bytes": peak.item(), "step_seconds": statistics.median(step_seconds[1:] or step_seconds)}
 
@@ -138,11 +162,13 @@ def planned_layout(layout: Layout, spec: RunSpec) -> tuple[Job, Parallelism]:
         virtual_stages=2 if interleaved else 1)
 
 
-def measured_cpu(spec: RunSpec, allreduce_bytes: int = 16 << 20, repeats: int = 3) -> Accelerator:
+def measured_machine(spec: RunSpec, allreduce_bytes: int = 16 << 20, repeats: int = 3) -> Accelerator:
     """This machine as the planner sees it, measured on this rank: effective FLOP/s of one rank's
-    single-process training step of ``spec`` and the gloo all-reduce bus bandwidth of the group."""
+    single-process training step of ``spec`` and the all-reduce bus bandwidth of the group
+    (unbounded for a single rank, which never communicates)."""
     torch.manual_seed(spec.seed)
-    model = Transformer(spec.config)
+    device = spec.torch_device
+    model = Transformer(spec.config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr)
     inputs, targets = batch_tokens(spec)
     seconds = []
@@ -151,32 +177,35 @@ def measured_cpu(spec: RunSpec, allreduce_bytes: int = 16 << 20, repeats: int = 
         next_token_loss(model(inputs), targets).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
     flops = spec.config.train_flops_per_token(spec.seq_len) * spec.batch * spec.seq_len
-    buffer = torch.zeros(allreduce_bytes // 4)
+    buffer = torch.zeros(allreduce_bytes // 4, device=device)
     world = dist.get_world_size()
     transfers = []
     for _ in range(repeats + 1):
         dist.barrier()
         start = time.perf_counter()
         dist.all_reduce(buffer)
+        synchronize(device)
         transfers.append(time.perf_counter() - start)
-    bus_bandwidth = 2 * (world - 1) / max(world, 1) * allreduce_bytes / statistics.median(transfers[1:])
-    return Accelerator(name="cpu-gloo", peak_flops=flops / statistics.median(seconds[1:]),
-                       memory_bytes=float(psutil.virtual_memory().total),
+    bus_bandwidth = 2 * (world - 1) / world * allreduce_bytes / statistics.median(transfers[1:]) or math.inf
+    return Accelerator(name=f"{device.type}-{dist.get_backend()}", peak_flops=flops / statistics.median(seconds[1:]),
+                       memory_bytes=float(torch.cuda.get_device_properties(device).total_memory
+                                          if device.type == "cuda" else psutil.virtual_memory().total),
                        intra_node_bandwidth=bus_bandwidth, inter_node_bandwidth=bus_bandwidth,
                        devices_per_node=world,
-                       source="measured in this run: one rank's single-process training step (FLOP/s) and a "
-                              "gloo all-reduce on loopback (bus bandwidth)")
+                       source="measured in this run: one rank's single-process training step (FLOP/s) and an "
+                              "all-reduce over the group (bus bandwidth)")
 
 
 def validate_layouts(layouts: list[Layout], spec: RunSpec) -> list[dict[str, float | str]]:
     """Planner predictions next to measurements for layouts of one world size, in one process group.
 
-    The planner's compute rate and bandwidth are measured first (``measured_cpu``, efficiency 1),
+    The planner's compute rate and bandwidth are measured first (``measured_machine``, efficiency 1),
     so the time error is the planner's model of parallel overheads, not a hardware guess.
     """
-    accelerator = measured_cpu(spec)
+    accelerator = measured_machine(spec)
     rows: list[dict[str, float | str]] = []
     for layout in layouts:
         measured = measure_layout(layout, spec)
