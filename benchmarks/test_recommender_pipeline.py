@@ -82,7 +82,7 @@ def test_freshness_under_online_training(benchmark, record, profile, backend):
     for quantile in (50, 99):
         record(name=f"freshness_{backend}_p{quantile}", value=1e3 * float(np.percentile(latencies, quantile)),
                unit="ms", better="lower", area=AREA, scale=scale, params=params,
-               description=f"p{quantile} time from update() returning to the first served top-1 reflecting it"
+               description=f"p{quantile} time from update() returning to the first answer computed from the new row"
                            + (" (goal p99 ≤ 1000 ms)" if quantile == 99 else ""))
     record(name=f"online_train_{backend}_samples_per_s", value=online_rate, unit="samples/s", better="higher",
            area=AREA, scale=scale, params=params, description="online trainer throughput while serving")
