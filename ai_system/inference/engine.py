@@ -116,6 +116,19 @@ class Request:
         return len(self.prompt) + len(self.generated) - 1
 
 
+def check_request(prompt: list[int], params: SamplingParams, vocab_size: int, max_context: int) -> None:
+    """Raise ValueError if a request can never run on a model of this vocab and context."""
+    if not prompt:
+        raise ValueError("prompt must hold at least one token, got an empty prompt")
+    if min(prompt) < 0 or max(prompt) >= vocab_size:
+        raise ValueError(f"prompt tokens must lie in [0, {vocab_size}), got min {min(prompt)} "
+                         f"and max {max(prompt)}")
+    total = len(prompt) + params.max_new_tokens
+    if total > max_context:
+        raise ValueError(f"prompt length {len(prompt)} + max_new_tokens {params.max_new_tokens} "
+                         f"= {total} exceeds the context of {max_context} tokens")
+
+
 def load_model(config_name: str = "debug", seed: int = 0, checkpoint: str | None = None,
                device: str = "cpu") -> Transformer:
     """The shared transformer, randomly initialized from ``seed`` unless a checkpoint is given.
@@ -182,16 +195,7 @@ class Engine:
 
     def check(self, prompt: list[int], params: SamplingParams) -> None:
         """Raise ValueError if this request can never run here (empty, bad tokens, too long)."""
-        if not prompt:
-            raise ValueError("prompt must hold at least one token, got an empty prompt")
-        vocab = self.model.config.vocab_size
-        if min(prompt) < 0 or max(prompt) >= vocab:
-            raise ValueError(f"prompt tokens must lie in [0, {vocab}), got min {min(prompt)} "
-                             f"and max {max(prompt)}")
-        total = len(prompt) + params.max_new_tokens
-        if total > self.max_context:
-            raise ValueError(f"prompt length {len(prompt)} + max_new_tokens {params.max_new_tokens} "
-                             f"= {total} exceeds the context of {self.max_context} tokens")
+        check_request(prompt, params, self.model.config.vocab_size, self.max_context)
 
     def submit(self, request: Request) -> None:
         """Queue a request or raise at once: ValueError, QueueFullError or EngineClosedError."""
@@ -365,3 +369,206 @@ class Engine:
                 self._finish(row, request, Event("done", reason="stop"))
             elif len(request.generated) >= request.params.max_new_tokens:
                 self._finish(row, request, Event("done", reason="length"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a child process needs to build the model itself (weights never cross the pipe)."""
+
+    config_name: str = "debug"
+    seed: int = 0
+    checkpoint: str | None = None
+    device: str = "cpu"
+    threads: int = 1
+
+
+class EngineProcess:
+    """An ``Engine`` in a child process, driven through pipes; the server uses it like an ``Engine``.
+
+    In one process the HTTP event loop and the engine thread share the GIL: every torch call the
+    engine makes releases and re-takes it, and each re-take can wait on the event loop, so HTTP work
+    slows decoding. A separate process for the model (as vLLM's engine core does) removes that
+    coupling. The parent keeps the queue bound (``max_batch_size + max_queue_size`` requests
+    outstanding) so a full server still answers at once; the child batches token events and sends
+    them once per iteration.
+    """
+
+    def __init__(self, spec: ModelSpec, config: EngineConfig | None = None,
+                 on_step: Callable[[StepStats], None] | None = None) -> None:
+        self.spec = spec
+        self.config = config or EngineConfig()
+        self.on_step = on_step
+        self.max_context = 0
+        self.queue_depth = 0
+        self.active = 0
+        self._requests: dict[int, Request] = {}
+        self._lock = threading.Lock()
+        self._closing = False
+        self._child_ready = False
+        self._process = None
+        self._reader: threading.Thread | None = None
+        self._commands = None
+
+    @property
+    def running(self) -> bool:
+        return (self._process is not None and self._process.is_alive() and self._reader is not None
+                and self._reader.is_alive())
+
+    @property
+    def ready(self) -> bool:
+        return self.running and self._child_ready and not self._closing
+
+    def start(self, timeout_s: float = 300.0) -> EngineProcess:
+        """Spawn the child, wait until its model is loaded, start reading its events."""
+        import multiprocessing
+
+        if self._process is not None:
+            raise RuntimeError("engine process already started; an EngineProcess runs once")
+        context = multiprocessing.get_context("spawn")
+        parent_commands, child_commands = context.Pipe()
+        child_events, parent_events = context.Pipe(duplex=False)
+        child_config = EngineConfig(max_batch_size=self.config.max_batch_size,
+                                    max_queue_size=self.config.max_queue_size + self.config.max_batch_size,
+                                    max_queue_delay_ms=self.config.max_queue_delay_ms,
+                                    prefill_chunk=self.config.prefill_chunk, seed=self.config.seed)
+        self._process = context.Process(target=_engine_child, args=(self.spec, child_config, child_commands,
+                                                                    parent_events), daemon=True)
+        self._process.start()
+        child_commands.close()
+        parent_events.close()
+        self._commands = parent_commands
+        if not child_events.poll(timeout_s):
+            self._process.kill()
+            raise RuntimeError(f"engine process did not load the model within {timeout_s} s")
+        message = child_events.recv()
+        if message[0] != "ready":
+            self._process.join()
+            raise RuntimeError(f"engine process failed to start: {message[1]}")
+        self.max_context = message[1]
+        self._vocab_size = message[2]
+        self._child_ready = True
+        self._reader = threading.Thread(target=self._read, args=(child_events,), name="engine-events", daemon=True)
+        self._reader.start()
+        return self
+
+    def submit(self, request: Request) -> None:
+        """Queue a request or raise at once: ValueError, QueueFullError or EngineClosedError."""
+        if not self.max_context:
+            raise EngineClosedError("the engine process is not started")
+        check_request(request.prompt, request.params, self._vocab_size, self.max_context)
+        with self._lock:
+            if not self.ready:
+                raise EngineClosedError("the engine is not accepting requests (not started or shutting down)")
+            if len(self._requests) >= self.config.max_batch_size + self.config.max_queue_size:
+                raise QueueFullError(f"request queue is full ({self.config.max_queue_size} waiting)")
+            self._requests[request.id] = request
+            self._commands.send(("submit", request.id, request.prompt, request.params))
+
+    def cancel(self, request: Request) -> None:
+        with self._lock:
+            request.cancelled = True
+            if request.id in self._requests and self.running:
+                self._commands.send(("cancel", request.id))
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Same contract as ``Engine.stop``; the child drains, then exits."""
+        with self._lock:
+            self._closing = True
+            if self._process is None:
+                return
+            if self._process.is_alive():
+                self._commands.send(("stop", drain_timeout))
+        self._process.join(drain_timeout + 30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        if self._reader is not None:
+            self._reader.join(30)
+
+    def _read(self, events) -> None:
+        """Deliver the child's events to each request's owner, in order, from this thread."""
+        try:
+            while True:
+                _, batch, stats, self.queue_depth, self.active, self._child_ready = events.recv()
+                for request_id, kind, token, reason, first_token_at, finished_at in batch:
+                    with self._lock:
+                        request = self._requests.get(request_id) if kind == "token" else \
+                            self._requests.pop(request_id, None)
+                    if request is None:
+                        continue
+                    request.first_token_at = request.first_token_at or first_token_at
+                    request.finished_at = finished_at
+                    if kind == "token":
+                        request.generated.append(token)
+                    request.on_event(Event(kind, token, reason))
+                if stats is not None and self.on_step is not None:
+                    self.on_step(stats)
+        except (EOFError, OSError):
+            pass
+        finally:
+            self._child_ready = False
+            with self._lock:
+                orphans = list(self._requests.values())
+                self._requests.clear()
+            for request in orphans:
+                request.on_event(Event("error", reason="the engine process exited before the request ended"))
+
+
+def _engine_child(spec: ModelSpec, config: EngineConfig, commands, events) -> None:
+    """Child process: build the model and engine, then serve commands until told to stop."""
+    torch.set_num_threads(spec.threads)
+    try:
+        model = load_model(spec.config_name, seed=spec.seed, checkpoint=spec.checkpoint, device=spec.device)
+    except Exception as error:  # noqa: BLE001 - the parent reports why the child could not start
+        events.send(("failed", f"{type(error).__name__}: {error}"))
+        return
+    send_lock = threading.Lock()
+    pending: list[tuple] = []
+
+    def flush(stats: StepStats | None = None) -> None:
+        with send_lock:
+            batch = pending[:]
+            pending.clear()
+            events.send(("events", batch, stats, engine.queue_depth, engine.active, engine.ready))
+
+    def sink(request: Request) -> Callable[[Event], None]:
+        def on_event(event: Event) -> None:
+            with send_lock:
+                pending.append((request.id, event.kind, event.token, event.reason, request.first_token_at,
+                                request.finished_at))
+            if event.kind != "token":
+                requests.pop(request.id, None)
+                flush()
+        return on_event
+
+    requests: dict[int, Request] = {}
+    engine = Engine(model, config, on_step=flush)
+    engine.start()
+    events.send(("ready", engine.max_context, model.config.vocab_size))
+    while True:
+        if not commands.poll(0.1):
+            if not engine.running:
+                flush()
+                return
+            continue
+        try:
+            command = commands.recv()
+        except EOFError:
+            command = ("stop", 0.0)
+        if command[0] == "submit":
+            _, request_id, prompt, params = command
+            request = Request(prompt, params, lambda event: None, id=request_id)
+            request.on_event = sink(request)
+            requests[request_id] = request
+            try:
+                engine.submit(request)
+            except (ValueError, QueueFullError, EngineClosedError) as error:
+                request.on_event(Event("error", reason=str(error)))
+        elif command[0] == "cancel":
+            request = requests.get(command[1])
+            if request is not None:
+                engine.cancel(request)
+        else:
+            engine.stop(command[1])
+            flush()
+            return

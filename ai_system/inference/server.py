@@ -36,7 +36,9 @@ from ai_system.inference.engine import (
     Engine,
     EngineClosedError,
     EngineConfig,
+    EngineProcess,
     Event,
+    ModelSpec,
     QueueFullError,
     Request,
     StepStats,
@@ -66,7 +68,7 @@ class CompletionRequest(BaseModel):
 class ServingMetrics:
     """Prometheus series for one server, in its own registry so several servers can share a process."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine | EngineProcess) -> None:
         self.registry = CollectorRegistry()
         self.latency = Histogram("aisys_request_latency_seconds", "End-to-end latency of successful requests",
                                  ["stream"], buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -125,7 +127,7 @@ async def _wait_for_disconnect(http_request: HTTPRequest) -> None:
         pass
 
 
-def create_app(engine: Engine, model_name: str = "debug", drain_timeout: float = 10.0) -> FastAPI:
+def create_app(engine: Engine | EngineProcess, model_name: str = "debug", drain_timeout: float = 10.0) -> FastAPI:
     """The ASGI app. Its lifespan starts the engine (if needed) and drains it on shutdown."""
     metrics = ServingMetrics(engine)
     engine.on_step = metrics.observe_step
@@ -133,7 +135,7 @@ def create_app(engine: Engine, model_name: str = "debug", drain_timeout: float =
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if not engine.running:
-            engine.start()
+            await asyncio.to_thread(engine.start)
         yield
         await asyncio.to_thread(engine.stop, drain_timeout)
 
@@ -266,18 +268,23 @@ async def _collect(events: asyncio.Queue[Event]) -> Event:
             return event
 
 
-def build_engine(config_name: str, seed: int = 0, checkpoint: str | None = None,
-                 engine_config: EngineConfig | None = None, device: str = "cpu") -> Engine:
-    return Engine(load_model(config_name, seed=seed, checkpoint=checkpoint, device=device), engine_config)
+def build_engine(spec: ModelSpec, engine_config: EngineConfig | None = None, in_process: bool = False
+                 ) -> Engine | EngineProcess:
+    """The engine in a child process (the default), or in a thread of this one (``in_process``)."""
+    if not in_process:
+        return EngineProcess(spec, engine_config)
+    torch.set_num_threads(spec.threads)
+    return Engine(load_model(spec.config_name, seed=spec.seed, checkpoint=spec.checkpoint, device=spec.device),
+                  engine_config)
 
 
 def serve(args: argparse.Namespace) -> int:
     """``ai-system serve``: load the model, start the engine, serve until SIGINT/SIGTERM."""
-    torch.set_num_threads(args.threads)
     engine_config = EngineConfig(max_batch_size=args.max_batch_size, max_queue_size=args.max_queue_size,
                                  max_queue_delay_ms=args.max_queue_delay_ms, prefill_chunk=args.prefill_chunk,
                                  seed=args.seed)
-    engine = build_engine(args.config, args.seed, args.checkpoint, engine_config, args.device)
+    spec = ModelSpec(args.config, args.seed, args.checkpoint, args.device, args.threads)
+    engine = build_engine(spec, engine_config, in_process=args.engine == "thread")
     app = create_app(engine, args.config, args.drain_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=max(1, round(args.drain_timeout)))
@@ -300,6 +307,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="how long an idle engine waits to gather a batch")
     parser.add_argument("--prefill-chunk", type=int, default=64, help="prompt tokens per row per iteration")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--engine", choices=("process", "thread"), default="process",
+                        help="run the model in a child process (no GIL shared with HTTP) or a thread of this one")
     parser.add_argument("--drain-timeout", type=float, default=10.0,
                         help="seconds in-flight requests get to finish on shutdown")
     parser.add_argument("--log-level", default="warning")
