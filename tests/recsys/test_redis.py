@@ -118,3 +118,15 @@ def test_killed_server_raises_then_aof_keeps_every_acknowledged_row(tmp_path):
         assert all(row.all() == (row == acked + 1).all() for row in partial), "a row was half written"
     finally:
         server.stop()
+
+
+def test_malformed_ids_and_rows_are_rejected_before_reaching_the_server(redis_server):
+    store = RedisStore(redis_server.client(), 4, table="malformed")
+    keys_before = redis_server.client().dbsize()
+    with pytest.raises(ValueError, match="64-bit integers"):
+        store.get(np.array([1.5]))
+    with pytest.raises(ValueError, match=r"shape \(1, 4\)"):
+        store.update([3], np.ones((1, 5)))
+    with pytest.raises(ValueError, match="n_buckets"):
+        RedisStore(redis_server.client(), 4, n_buckets=0)
+    assert redis_server.client().dbsize() == keys_before
