@@ -17,7 +17,7 @@ PIPELINE_RANKS = 2
 
 
 def test_pipeline_bubble_vs_formula(benchmark, record, profile):
-    schedules = profile.pick(quick=("1f1b", "gpipe"), full=("gpipe", "1f1b", "interleaved-1f1b"))
+    schedules = profile.pick(quick=("1f1b",), full=("gpipe", "1f1b", "interleaved-1f1b"))
     microbatch_counts = profile.pick(quick=(8,), full=(2, 4, 8, 16))
     micro_batch = profile.pick(quick=4, full=8)
     cases = [(RunSpec(get_config("small"), batch=micro_batch * m, seq_len=128), schedule, m)
