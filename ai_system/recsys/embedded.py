@@ -1,7 +1,8 @@
 """The embedded default store: N in-process shards, each a collisionless open-addressing hash table.
 
 Each shard maps raw 64-bit ids to dense row numbers with linear probing over numpy arrays (load
-factor ≤ 1/2), so distinct ids never share a row, unlike ``id % rows``. Lookups and inserts are
+factor ≤ 1/4: every probe round is a pass over the batch, so short chains matter more than the
+16 bytes per slot), so distinct ids never share a row, unlike ``id % rows``. Lookups and inserts are
 vectorised: every probe round resolves the whole batch at once. Following Monolith, an optional
 frequency filter admits an id only after it was seen ``min_count`` times (until then it reads as
 the zero cold-start row and its gradients are dropped), and optional expiry drops rows not written
@@ -19,6 +20,7 @@ import numpy as np
 from ai_system.recsys.store import EmbeddingStore, initial_rows, mix64, rowwise_adagrad, shard_of
 
 EMPTY = -1
+MAX_LOAD_INVERSE = 4
 
 
 class IdTable:
@@ -61,8 +63,8 @@ class IdTable:
 
     def insert(self, ids: np.ndarray) -> np.ndarray:
         """Add distinct ids that are not present yet; returns their new dense indices."""
-        if 2 * (len(self.ids) + len(ids)) > len(self._entries):
-            self._rehash(2 * (len(self.ids) + len(ids)))
+        if MAX_LOAD_INVERSE * (len(self.ids) + len(ids)) > len(self._entries):
+            self._rehash(MAX_LOAD_INVERSE * (len(self.ids) + len(ids)))
         first = len(self.ids)
         self.ids = np.concatenate([self.ids, ids])
         self._place(ids, np.arange(first, first + len(ids), dtype=np.int64))
@@ -74,7 +76,7 @@ class IdTable:
     def rebuild(self, keep: np.ndarray) -> None:
         """Keep only the ids at dense indices ``keep`` (renumbered in order)."""
         self.ids = self.ids[keep]
-        self._rehash(2 * len(self.ids))
+        self._rehash(MAX_LOAD_INVERSE * len(self.ids))
 
     def _rehash(self, minimum: int) -> None:
         self._reset(max(16, 1 << (max(minimum, 1) - 1).bit_length()))
