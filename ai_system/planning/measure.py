@@ -159,7 +159,7 @@ def planned_layout(layout: Layout, spec: RunSpec) -> tuple[Job, Parallelism]:
         tp=layout.tp, pp=layout.pp, dp=layout.dp, micro_batch=spec.batch // (layout.dp * n_microbatches),
         zero=3 if layout.dp > 1 else 0, recompute="full" if layout.checkpoint else "none",
         sequence_parallel=layout.uses_sequence_parallel, schedule=layout.schedule if layout.pp > 1 else "1f1b",
-        virtual_stages=2 if interleaved else 1)
+        virtual_stages=2 if interleaved else 1, vocab_parallel=layout.uses_vocab_parallel_loss)
 
 
 def measured_machine(spec: RunSpec, allreduce_bytes: int = 16 << 20, repeats: int = 3) -> Accelerator:

@@ -76,6 +76,7 @@ class Parallelism:
     sequence_parallel: bool = True
     schedule: str = "1f1b"
     virtual_stages: int = 1
+    vocab_parallel: bool = True
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "dp", "micro_batch", "virtual_stages"):
@@ -192,12 +193,13 @@ def layer_activation_bytes(config: ModelConfig, tokens: int, tp: int, sequence_p
 
 
 def head_activation_bytes(config: ModelConfig, tokens: int, tp: int, sequence_parallel: bool,
-                          element_bytes: int) -> float:
-    """Final norm, logits (vocabulary-parallel over t) and the fp32 log-softmax the loss keeps."""
+                          element_bytes: int, vocab_parallel: bool = True) -> float:
+    """Final norm, logits (split over t when vocabulary-parallel) and the fp32 log-softmax the loss keeps."""
     e, d = element_bytes, config.dim
     d_n = d / tp if sequence_parallel else d
+    vocab = config.vocab_size / tp if vocab_parallel else config.vocab_size
     upcast = FP32_BYTES if e < FP32_BYTES else 0
-    return tokens * (FP32_BYTES * d_n + e * d_n + e * d + config.vocab_size / tp * (e + upcast + FP32_BYTES))
+    return tokens * (FP32_BYTES * d_n + e * d_n + e * d + vocab * (e + upcast + FP32_BYTES))
 
 
 def in_flight_microbatches(layout: Parallelism, n_microbatches: int, first_stage: bool) -> float:
@@ -236,7 +238,7 @@ def _stage_memory(job: Job, layout: Parallelism, n_microbatches: int, first_stag
     if has_head:
         head_in_flight = n_microbatches if layout.schedule == "gpipe" and layout.pp > 1 else 1
         activations += head_in_flight * head_activation_bytes(config, tokens, layout.tp, sp,
-                                                              precision.activation_bytes)
+                                                              precision.activation_bytes, layout.vocab_parallel)
     fsdp_buffers = 0.0
     if layout.zero == 3 and dp > 1:
         unsharded_layer = layer_params(config) / layout.tp
