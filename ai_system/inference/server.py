@@ -270,7 +270,7 @@ async def _collect(events: asyncio.Queue[Event]) -> Event:
 
 def build_engine(spec: ModelSpec, engine_config: EngineConfig | None = None, in_process: bool = False
                  ) -> Engine | EngineProcess:
-    """The engine in a child process (the default), or in a thread of this one (``in_process``)."""
+    """The engine in a thread of this process (``in_process``) or in a child process."""
     if not in_process:
         return EngineProcess(spec, engine_config)
     torch.set_num_threads(spec.threads)
@@ -307,8 +307,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="how long an idle engine waits to gather a batch")
     parser.add_argument("--prefill-chunk", type=int, default=64, help="prompt tokens per row per iteration")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--engine", choices=("process", "thread"), default="process",
-                        help="run the model in a child process (no GIL shared with HTTP) or a thread of this one")
+    parser.add_argument("--engine", choices=("thread", "process"), default="thread",
+                        help="run the model in a thread of the server (default: fewest busy processes on a "
+                             "small machine) or a child process (no GIL shared with HTTP; wants a spare core)")
     parser.add_argument("--drain-timeout", type=float, default=10.0,
                         help="seconds in-flight requests get to finish on shutdown")
     parser.add_argument("--log-level", default="warning")

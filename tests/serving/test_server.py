@@ -164,12 +164,13 @@ def test_metrics_are_prometheus_text(server):
 
 
 def test_serve_command_serves_and_exits_cleanly_on_sigterm():
-    """uvicorn drains, runs the lifespan shutdown, then re-raises SIGTERM, so -SIGTERM is a clean exit."""
+    """The engine in a child process behind HTTP. uvicorn drains, runs the lifespan shutdown (which
+    stops the child), then re-raises SIGTERM, so -SIGTERM is a clean exit."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "ai_system.cli", "serve", "--port", str(port), "--max-batch-size", "4",
-               "--log-level", "info"]
+               "--engine", "process", "--log-level", "info"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
