@@ -12,6 +12,7 @@ far the table can spread; expiry uses Redis's own per-key TTL, refreshed on ever
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -85,7 +86,7 @@ def translate_outage(method: Callable[..., T]) -> Callable[..., T]:
 class RedisStore(EmbeddingStore):
     """Rows in Redis (``redis.Redis``) or Redis Cluster (``RedisCluster``), keyed by raw id."""
 
-    def __init__(self, client: redis.Redis | RedisCluster, dim: int, table: str = "emb", n_buckets: int = 256,
+    def __init__(self, client: redis.Redis | RedisCluster, dim: int, table: str = "emb", n_buckets: int = 64,
                  init_scale: float = 0.05, ttl_s: float | None = None) -> None:
         super().__init__(dim, init_scale)
         if not 1 <= n_buckets <= 16384:
@@ -109,23 +110,16 @@ class RedisStore(EmbeddingStore):
         buckets = shard_of(ids, self.n_buckets)
         return [b"%s:{%d}:%d" % (self.table, b, i) for b, i in zip(buckets.tolist(), ids.tolist(), strict=True)]
 
-    def _by_bucket(self, ids: np.ndarray) -> list[np.ndarray]:
+    def _read(self, ids: np.ndarray) -> tuple[np.ndarray, list[bytes | None]]:
+        """Values in bucket order, and that order: one MGET per bucket, all in one pipeline."""
         buckets = shard_of(ids, self.n_buckets)
         order = np.argsort(buckets, kind="stable")
-        bounds = np.flatnonzero(np.diff(buckets[order])) + 1
-        return np.split(order, bounds)
-
-    def _read(self, ids: np.ndarray) -> list[bytes | None]:
-        keys = self.keys(ids)
-        groups = self._by_bucket(ids)
+        keys = self.keys(ids[order])
+        bounds = [0, *(np.flatnonzero(np.diff(buckets[order])) + 1).tolist(), len(ids)]
         pipe = self.client.pipeline(transaction=False)
-        for group in groups:
-            pipe.execute_command("MGET", *[keys[i] for i in group])
-        values: list[bytes | None] = [None] * len(ids)
-        for group, replies in zip(groups, pipe.execute(), strict=True):
-            for i, value in zip(group.tolist(), replies, strict=True):
-                values[i] = value
-        return values
+        for start, end in itertools.pairwise(bounds):
+            pipe.execute_command("MGET", *keys[start:end])
+        return order, list(itertools.chain.from_iterable(pipe.execute()))
 
     def _store(self, ids: np.ndarray, rows: np.ndarray, accum: np.ndarray, only_new: bool = False) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -134,19 +128,25 @@ class RedisStore(EmbeddingStore):
         pipe.execute()
 
     def _fetch(self, ids: np.ndarray, create: bool) -> tuple[np.ndarray, np.ndarray]:
-        values = self._read(ids)
-        missing = np.array([value is None for value in values], dtype=bool)
+        order, values = self._read(ids)
+        ids = ids[order]
         rows = np.zeros((len(ids), self.dim), dtype=np.float32)
         accum = np.zeros(len(ids), dtype=np.float32)
-        present = np.flatnonzero(~missing)
-        if len(present):
-            rows[present], accum[present] = decode_rows([values[i] for i in present], ids[present], self.dim)
-        if create and missing.any():
-            new_ids, first = np.unique(ids[missing], return_index=True)
-            fresh = initial_rows(new_ids, self.dim, self.init_scale)
-            self._store(new_ids, fresh, np.zeros(len(new_ids), dtype=np.float32), only_new=True)
-            rows[missing] = fresh[np.searchsorted(new_ids, ids[missing])]
-        return rows, accum
+        if None not in values:
+            rows, accum = decode_rows(values, ids, self.dim)
+        else:
+            missing = np.fromiter((value is None for value in values), dtype=bool, count=len(values))
+            present = np.flatnonzero(~missing)
+            if len(present):
+                rows[present], accum[present] = decode_rows([values[i] for i in present], ids[present], self.dim)
+            if create:
+                new_ids = np.unique(ids[missing])
+                fresh = initial_rows(new_ids, self.dim, self.init_scale)
+                self._store(new_ids, fresh, np.zeros(len(new_ids), dtype=np.float32), only_new=True)
+                rows[missing] = fresh[np.searchsorted(new_ids, ids[missing])]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return np.take(rows, inverse, axis=0), accum[inverse]
 
     @translate_outage
     def _get(self, ids: np.ndarray, create: bool) -> np.ndarray:
