@@ -41,6 +41,15 @@ def test_two_rank_fsdp_matches_one_process_step_for_step(two_rank_run, tmp_path)
     assert read_log(two_rank_run)[0]["world_size"] == 2
 
 
+def test_a_two_rank_checkpoint_resumes_on_one_process(two_rank_run):
+    """DCP reshards on load: the 2-rank job's step-30 checkpoint continues unsharded to the same losses."""
+    checkpoint = two_rank_run.parent / "ckpt" / "step_00000030"
+    resumed = train(parse_config([*TRAIN_ARGS, "--checkpoint-every", "0", "--resume", str(checkpoint)]))
+    sharded = step_records(two_rank_run)
+    assert resumed.start_step == 30
+    assert resumed.losses == pytest.approx([sharded[s]["loss"] for s in range(31, STEPS + 1)], abs=1e-5, rel=0)
+
+
 def rank_process(job: psutil.Process, rank: int) -> psutil.Process | None:
     for child in job.children(recursive=True):
         try:
