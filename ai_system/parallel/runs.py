@@ -61,11 +61,8 @@ class Comparison:
     grad_max_abs: float
     losses: list[float]
     reference_losses: list[float]
+    missing_grads: list[str] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
-
-    @property
-    def median_step_seconds(self) -> float:
-        return statistics.median(self.step_seconds[1:] or self.step_seconds)
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
@@ -168,17 +165,18 @@ def compare_with_reference(layout: Layout, spec: RunSpec) -> Comparison:
         reference_optimizer.zero_grad()
         reference_losses.append(reference_loss.item())
         losses.append(loss)
-    gathered: list[tuple[dict[str, float], list[float | None]] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, (diffs, losses))
-    known_losses = next(curve for _, curve in gathered if curve[0] is not None)
+    gathered: list[tuple[dict[str, float], list[float | None], list[str]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (diffs, losses, sorted(grads)))
+    compared = {name for _, _, names in gathered for name in names}
     return Comparison(
         layout=layout.label(),
-        logits_max_diff=max(d["logits"] for d, _ in gathered),
-        loss_diff=max(d["loss"] for d, _ in gathered),
-        grad_max_diff=max(d["grad"] for d, _ in gathered),
+        logits_max_diff=max(d["logits"] for d, _, _ in gathered),
+        loss_diff=max(d["loss"] for d, _, _ in gathered),
+        grad_max_diff=max(d["grad"] for d, _, _ in gathered),
         grad_max_abs=gathered[0][0]["grad_abs"],
-        losses=known_losses,
+        losses=next(curve for _, curve, _ in gathered if curve[0] is not None),
         reference_losses=reference_losses,
+        missing_grads=sorted(set(reference_grads) - compared),
         step_seconds=step_seconds,
     )
 

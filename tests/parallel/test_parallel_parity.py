@@ -35,6 +35,7 @@ def assert_matches_reference(result: Comparison) -> None:
     assert result.loss_diff < 1e-5, result
     assert result.grad_max_diff < 1e-6, result
     assert result.grad_max_abs > 1e-3, "reference gradients are too small for the tolerance to mean anything"
+    assert not result.missing_grads, f"{result.layout} produced no gradient for {result.missing_grads}"
     for step, (ours, reference) in enumerate(zip(result.losses, result.reference_losses, strict=True)):
         assert abs(ours - reference) < 1e-4, f"{result.layout} step {step}: {ours} vs {reference}"
 
