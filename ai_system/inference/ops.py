@@ -1,14 +1,19 @@
 """The inference ops: one public function per op, each choosing a Triton kernel or its torch reference.
 
 A call runs the Triton kernel when its tensors live on a CUDA device, or on the CPU with
-``TRITON_INTERPRET=1`` (how the parity tests run here). It runs the plain-torch reference when
-autograd needs a graph (kernels are forward-only), under ``torch.compile`` (so Inductor can fuse
-the reference itself), for tensor subclasses such as DTensor, for bf16 under the interpreter
-(which cannot compute it), and otherwise on the CPU. Arguments are checked first, whichever path
-runs, so a bad call fails the same way everywhere and never reaches a kernel launch.
+``TRITON_INTERPRET=1`` (how the parity tests run here). It runs the plain-torch reference inside
+``reference_only()``, when autograd needs a graph (kernels are forward-only), under
+``torch.compile`` (so Inductor can fuse the reference itself), for tensor subclasses such as
+DTensor, for bf16 under the interpreter (which cannot compute it), and otherwise on the CPU.
+Arguments are checked first, whichever path runs, so a bad call fails the same way everywhere and
+never reaches a kernel launch.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
 
 import torch
 
@@ -35,6 +40,17 @@ from ai_system.inference.kernels.swiglu import swiglu_reference, swiglu_triton
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
 PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+_REFERENCE_ONLY = contextvars.ContextVar("reference_only", default=False)
+
+
+@contextlib.contextmanager
+def reference_only() -> Iterator[None]:
+    """Run every op on its torch reference inside this block: the baseline a kernel is measured against."""
+    token = _REFERENCE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _REFERENCE_ONLY.reset(token)
 
 
 def use_triton(*tensors: torch.Tensor | None) -> bool:
@@ -43,7 +59,9 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
     devices = {t.device.type for t in present}
     if len(devices) > 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(devices)}")
-    if torch.compiler.is_compiling() or any(type(t) not in PLAIN_TENSOR_TYPES for t in present):
+    if _REFERENCE_ONLY.get() or torch.compiler.is_compiling():
+        return False
+    if any(type(t) not in PLAIN_TENSOR_TYPES for t in present):
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in present):
         return False

@@ -38,9 +38,8 @@ def launches(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return counts
 
 
-def torch_path_logits(model: Transformer, tokens: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
-    with monkeypatch.context() as patch, torch.no_grad():
-        patch.setenv("TRITON_INTERPRET", "0")
+def torch_path_logits(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
+    with ops.reference_only(), torch.no_grad():
         return model(tokens)
 
 
@@ -59,19 +58,19 @@ def cached_logits(model: Transformer, prompts: list[list[int]], steps: list[int]
     return logits
 
 
-def test_logits_equal_the_torch_forward(kernels, model, launches, monkeypatch):
+def test_logits_equal_the_torch_forward(kernels, model, launches):
     tokens = torch.tensor([PROMPTS[1], PROMPTS[1][::-1]])
     with torch.no_grad():
         on_kernels = model(tokens)
     assert launches["attention_triton"] and launches["rms_norm_triton"] and launches["swiglu_triton"]
-    torch.testing.assert_close(on_kernels, torch_path_logits(model, tokens, monkeypatch), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(on_kernels, torch_path_logits(model, tokens), atol=1e-5, rtol=1e-5)
 
 
-def test_cached_decode_equals_recomputing_the_sequence(kernels, model, launches, monkeypatch):
+def test_cached_decode_equals_recomputing_the_sequence(kernels, model, launches):
     prompt = PROMPTS[1]
     stepwise = torch.stack(cached_logits(model, [prompt], CONTINUATION))[:, 0]
     assert launches["decode_attention_triton"] == len(CONTINUATION) * model.config.n_layers
-    full = torch_path_logits(model, torch.tensor([prompt + CONTINUATION]), monkeypatch)[0, len(prompt) - 1:]
+    full = torch_path_logits(model, torch.tensor([prompt + CONTINUATION]))[0, len(prompt) - 1:]
     torch.testing.assert_close(stepwise, full, atol=1e-5, rtol=1e-5)
 
 

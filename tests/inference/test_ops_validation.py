@@ -62,6 +62,9 @@ def test_torch_path_whenever_the_kernels_must_not_run(kernels):
     with torch.no_grad():
         assert ops.use_triton(x.clone().requires_grad_())
     assert not ops.use_triton(x[:0])
+    with ops.reference_only():
+        assert not ops.use_triton(x)
+    assert ops.use_triton(x)
     if kernels == "cpu":
         assert not ops.use_triton(x.to(torch.bfloat16))
 
