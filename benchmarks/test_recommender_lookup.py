@@ -90,7 +90,7 @@ def redis_benchmark_get_rate(port: int, keys: int, requests: int, cluster: bool 
 def test_lookup_redis(benchmark, record, profile, tmp_path, topology):
     if not redis_available():
         pytest.skip(MISSING_REDIS)
-    rows, batch = profile.pick(quick=30_000, full=300_000), profile.pick(quick=4096, full=8192)
+    rows, batch = profile.pick(quick=20_000, full=300_000), profile.pick(quick=4096, full=8192)
     rounds = profile.pick(quick=10, full=50)
     requests = profile.pick(quick=100_000, full=1_000_000)
     limits = {"numpy_gather": gather_rate(rows, batch, rounds)}

@@ -81,7 +81,7 @@ def train_retrieval(users: EmbeddingStore, items: EmbeddingStore, world: Planted
     return trainer, steps * batch_size / (time.perf_counter() - start)
 
 
-def held_out_quality(trainer: TwoTowerTrainer, world: PlantedWorld, events: int = 4000) -> RetrievalQuality:
+def held_out_quality(trainer: TwoTowerTrainer, world: PlantedWorld, events: int = 20000) -> RetrievalQuality:
     users, items = sample_interactions(world, events, np.random.default_rng(12345))
     return retrieval_quality(trainer, world, users, items, RECALL_K)
 
