@@ -101,12 +101,12 @@ def measure_decode(benchmark, record, config_name: str, context: int, steps: int
 
 def test_prefill_cpu(benchmark, record, profile):
     measure_prefill(benchmark, record, profile.pick(quick="small", full="125M"), prompt_len=128, device="cpu",
-                    dtype=torch.float32, rounds=profile.pick(quick=5, full=10))
+                    dtype=torch.float32, rounds=profile.pick(quick=3, full=10))
 
 
 def test_decode_cpu(benchmark, record, profile):
     measure_decode(benchmark, record, profile.pick(quick="small", full="125M"), context=128,
-                   steps=profile.pick(quick=16, full=64), device="cpu", dtype=torch.float32,
+                   steps=profile.pick(quick=8, full=64), device="cpu", dtype=torch.float32,
                    rounds=profile.pick(quick=3, full=5))
 
 
