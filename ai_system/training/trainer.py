@@ -143,7 +143,9 @@ def run_training(config: TrainConfig, runtime: Runtime) -> TrainResult:
         loader.load_state_dict(meta["data"])
 
     torch.manual_seed(config.seed)
-    model = Transformer(model_config)
+    with torch.device("meta"):
+        model = Transformer(model_config)
+    model.to_empty(device=runtime.device)
     model.init_weights(seed=config.seed)
     model = prepare_model(model, runtime, config.param_dtype, config.activation_checkpointing, config.compile)
     optimizer = build_optimizer(model, config)
