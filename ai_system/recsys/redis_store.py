@@ -70,15 +70,18 @@ def decode_rows(values: list[bytes], ids: np.ndarray, dim: int) -> tuple[np.ndar
 
 
 def translate_outage(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn a lost connection into StoreUnavailableError: the caller learns nothing was acknowledged."""
+    """Turn a lost connection into StoreUnavailableError. A pipelined write may have reached some rows
+    before the connection dropped; each row is one ``SET``, so every row is old or new, never mixed."""
 
     @functools.wraps(method)
     def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> T:
         try:
             return method(self, *args, **kwargs)
         except UNAVAILABLE as error:
-            raise StoreUnavailableError(f"Redis store {self.describe()} is unreachable "
-                                        f"({type(error).__name__}: {error}); the call was not applied") from error
+            raise StoreUnavailableError(
+                f"Redis store {self.describe()} is unreachable ({type(error).__name__}: {error}); the call was "
+                "not acknowledged: each of its rows was written whole or not at all, so retrying it is safe"
+            ) from error
 
     return wrapper
 

@@ -22,7 +22,7 @@ IdsLike = torch.Tensor | np.ndarray | Sequence[int]
 
 
 class StoreUnavailableError(RuntimeError):
-    """The backing server cannot be reached; nothing in the failed call was acknowledged."""
+    """The backing server cannot be reached; the failed call was not acknowledged (rows stay whole)."""
 
 
 def as_ids(ids: IdsLike) -> np.ndarray:

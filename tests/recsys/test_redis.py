@@ -7,9 +7,10 @@ import threading
 import numpy as np
 import pytest
 import torch
+from redis.cluster import ClusterNode, RedisCluster
 
 from ai_system.recsys.embedded import EmbeddedStore
-from ai_system.recsys.redis_server import MISSING_REDIS, RedisServer, redis_available
+from ai_system.recsys.redis_server import MISSING_REDIS, RedisServer, redis_available, redis_cluster
 from ai_system.recsys.redis_store import RedisStore, decode_rows, encode_rows
 from ai_system.recsys.store import StoreUnavailableError
 
@@ -46,6 +47,20 @@ def test_cluster_matches_embedded_store_and_spreads_rows(cluster_client):
     per_master = [cluster_client.dbsize(target_nodes=node) for node in cluster_client.get_primaries()]
     assert len(per_master) == 3 and min(per_master) > 0.2 * sum(per_master)
     assert store.nbytes() > 0
+
+
+def test_cluster_with_a_dead_master_fails_fast_with_a_clear_error(tmp_path):
+    if not redis_available():
+        pytest.skip(MISSING_REDIS)
+    with redis_cluster(tmp_path) as servers:
+        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", s.port) for s in servers])
+        store = RedisStore(client, 4, table="outage")
+        ids = np.arange(2000)
+        store.get(ids)
+        servers[1].kill()
+        with pytest.raises(StoreUnavailableError, match=f"unreachable .*{servers[1].port}"):
+            store.get(ids)
+        client.close()
 
 
 def test_row_encoding_roundtrips_and_rejects_other_schemas():
@@ -105,7 +120,7 @@ def test_killed_server_raises_then_aof_keeps_every_acknowledged_row(tmp_path):
         server.kill()
         thread.join(timeout=30)
         assert not thread.is_alive() and failure, "the writer should fail fast, not hang"
-        assert "unreachable" in str(failure[0]) and "not applied" in str(failure[0])
+        assert "unreachable" in str(failure[0]) and "not acknowledged" in str(failure[0])
 
         server.start()
         restarted = RedisStore(server.client(), 16, table="aof")
