@@ -6,11 +6,13 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed.checkpoint as dcp
 
 from ai_system.training import checkpoint
 from ai_system.training.config import TrainConfig
 from ai_system.training.metrics import mfu, read_log
+from ai_system.training.parallel import mixed_precision
 from ai_system.training.schedule import WarmupCosine
 from ai_system.training.trainer import train
 
@@ -138,3 +140,10 @@ def test_checkpoint_meta_is_required(tmp_path: Path):
     assert checkpoint.latest_checkpoint(tmp_path) is None
     with pytest.raises(FileNotFoundError, match="train_meta.json"):
         checkpoint.read_meta(tmp_path / "step_00000001")
+
+
+def test_mixed_precision_is_bf16_compute_with_fp32_reduction_or_fp32_throughout():
+    bf16 = mixed_precision("bfloat16")
+    assert (bf16.param_dtype, bf16.reduce_dtype) == (torch.bfloat16, torch.float32)
+    fp32 = mixed_precision("float32")
+    assert (fp32.param_dtype, fp32.reduce_dtype) == (torch.float32, torch.float32)
