@@ -17,7 +17,7 @@ import pytest
 import torch
 import uvicorn
 
-from ai_system.inference.engine import Engine, EngineConfig, load_model
+from ai_system.inference.engine import Engine, EngineConfig, Event, load_model
 from ai_system.inference.server import create_app
 
 
@@ -30,6 +30,24 @@ def slow_down(model: torch.nn.Module, seconds: float) -> torch.nn.Module:
 
     model.forward = slow_forward
     return model
+
+
+class Recorder:
+    """Collects a request's events and signals when it ends (an ``on_event`` for tests)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.ended = threading.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        if event.kind != "token":
+            self.ended.set()
+
+    @property
+    def final(self) -> Event:
+        assert self.ended.wait(30), "request did not end within 30 s"
+        return self.events[-1]
 
 
 @dataclass
@@ -79,6 +97,12 @@ def running_server(engine_config: EngineConfig, step_delay_s: float = 0.0,
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def make_recorder() -> type[Recorder]:
+    """``make_recorder()`` makes an ``on_event`` that keeps the events; ``.final`` waits for the last."""
+    return Recorder
 
 
 @pytest.fixture

@@ -19,24 +19,6 @@ from ai_system.inference.generate import SamplingParams, generate
 from ai_system.inference.loadgen import submit_and_wait
 
 
-class Recorder:
-    """Collects a request's events and signals when it ends."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.ended = threading.Event()
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-        if event.kind != "token":
-            self.ended.set()
-
-    @property
-    def final(self) -> Event:
-        assert self.ended.wait(30), "request did not end within 30 s"
-        return self.events[-1]
-
-
 def wait_until_generating(request: Request) -> None:
     for _ in range(6000):
         if request.generated:
@@ -62,14 +44,14 @@ def engine_factory(slow):
         engine.stop(drain_timeout=0)
 
 
-def test_continuous_batching_matches_plain_generation(engine_factory):
+def test_continuous_batching_matches_plain_generation(engine_factory, make_recorder):
     """Ragged prompts, chunked prefill, requests joining mid-decode: every row gets generate()'s tokens."""
     engine = engine_factory(max_batch_size=3, prefill_chunk=8)
     reference = load_model("debug", seed=0)
     prompts = [list(b"a prompt longer than one prefill chunk"), list(b"hi"), list(b"abc"), list(b"x" * 20),
                list(b"q")]
     budgets = [12, 3, 20, 7, 9]
-    recorders = [Recorder() for _ in prompts]
+    recorders = [make_recorder() for _ in prompts]
     for prompt, budget, recorder in zip(prompts, budgets, recorders, strict=True):
         engine.submit(Request(prompt, SamplingParams(max_new_tokens=budget), recorder))
     for prompt, budget, recorder in zip(prompts, budgets, recorders, strict=True):
@@ -78,10 +60,10 @@ def test_continuous_batching_matches_plain_generation(engine_factory):
         assert tokens == generate(reference, [prompt], SamplingParams(max_new_tokens=budget))[0]
 
 
-def test_long_generation_does_not_hold_up_a_short_one():
+def test_long_generation_does_not_hold_up_a_short_one(make_recorder):
     engine = Engine(load_model("debug"), EngineConfig(max_batch_size=2)).start()
     try:
-        long, short = Recorder(), Recorder()
+        long, short = make_recorder(), make_recorder()
         long_request = Request(list(b"long"), SamplingParams(max_new_tokens=100), long)
         engine.submit(long_request)
         short_request = Request(list(b"short"), SamplingParams(max_new_tokens=4), short)
@@ -92,9 +74,9 @@ def test_long_generation_does_not_hold_up_a_short_one():
         engine.stop()
 
 
-def test_cancel_frees_the_slot_for_the_next_request(engine_factory):
+def test_cancel_frees_the_slot_for_the_next_request(engine_factory, make_recorder):
     engine = engine_factory(step_delay_s=0.005, max_batch_size=1)
-    first, second = Recorder(), Recorder()
+    first, second = make_recorder(), make_recorder()
     first_request = Request(list(b"first"), SamplingParams(max_new_tokens=120), first)
     engine.submit(first_request)
     engine.submit(Request(list(b"second"), SamplingParams(max_new_tokens=3), second))
@@ -105,9 +87,9 @@ def test_cancel_frees_the_slot_for_the_next_request(engine_factory):
     assert len(first_request.generated) < 120
 
 
-def test_cancel_while_queued_never_runs(engine_factory):
+def test_cancel_while_queued_never_runs(engine_factory, make_recorder):
     engine = engine_factory(step_delay_s=0.005, max_batch_size=1)
-    running, queued = Recorder(), Recorder()
+    running, queued = make_recorder(), make_recorder()
     engine.submit(Request(list(b"busy"), SamplingParams(max_new_tokens=20), running))
     waiting = Request(list(b"waiting"), SamplingParams(max_new_tokens=5), queued)
     engine.submit(waiting)
@@ -117,21 +99,21 @@ def test_cancel_while_queued_never_runs(engine_factory):
     assert running.final.reason == "length"
 
 
-def test_full_queue_rejects_at_once(engine_factory):
+def test_full_queue_rejects_at_once(engine_factory, make_recorder):
     engine = engine_factory(step_delay_s=0.01, max_batch_size=1, max_queue_size=2)
-    running = Request(list(b"x"), SamplingParams(max_new_tokens=30), Recorder())
+    running = Request(list(b"x"), SamplingParams(max_new_tokens=30), make_recorder())
     engine.submit(running)
     wait_until_generating(running)
     for _ in range(2):
-        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=30), Recorder()))
+        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=30), make_recorder()))
     with pytest.raises(QueueFullError, match="queue is full"):
-        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=30), Recorder()))
+        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=30), make_recorder()))
 
 
-def test_stop_finishes_running_requests_and_rejects_queued_ones(slow):
+def test_stop_finishes_running_requests_and_rejects_queued_ones(slow, make_recorder):
     model = slow(load_model("debug"), 0.005)
     engine = Engine(model, EngineConfig(max_batch_size=1)).start()
-    running, queued = Recorder(), Recorder()
+    running, queued = make_recorder(), make_recorder()
     first = Request(list(b"run"), SamplingParams(max_new_tokens=10), running)
     engine.submit(first)
     wait_until_generating(first)
@@ -141,12 +123,12 @@ def test_stop_finishes_running_requests_and_rejects_queued_ones(slow):
     assert queued.final.kind == "error" and "shutting down" in queued.final.reason
     assert not engine.running
     with pytest.raises(EngineClosedError):
-        engine.submit(Request(list(b"late"), SamplingParams(max_new_tokens=1), Recorder()))
+        engine.submit(Request(list(b"late"), SamplingParams(max_new_tokens=1), make_recorder()))
 
 
-def test_stop_aborts_what_the_drain_timeout_cannot_finish(slow):
+def test_stop_aborts_what_the_drain_timeout_cannot_finish(slow, make_recorder):
     engine = Engine(slow(load_model("debug"), 0.01), EngineConfig(max_batch_size=1)).start()
-    recorder = Recorder()
+    recorder = make_recorder()
     request = Request(list(b"long"), SamplingParams(max_new_tokens=100), recorder)
     engine.submit(request)
     wait_until_generating(request)
@@ -159,10 +141,10 @@ def test_stop_aborts_what_the_drain_timeout_cannot_finish(slow):
     ([300], 4, r"prompt tokens must lie in \[0, 256\)"),
     (list(range(100)), 100, "exceeds the context of 128 tokens"),
 ])
-def test_requests_that_cannot_run_are_refused(engine_factory, prompt, max_new_tokens, message):
+def test_requests_that_cannot_run_are_refused(engine_factory, prompt, max_new_tokens, message, make_recorder):
     engine = engine_factory()
     with pytest.raises(ValueError, match=message):
-        engine.submit(Request(prompt, SamplingParams(max_new_tokens=max_new_tokens), Recorder()))
+        engine.submit(Request(prompt, SamplingParams(max_new_tokens=max_new_tokens), make_recorder()))
 
 
 @pytest.mark.parametrize(("field", "value"), [("max_batch_size", 0), ("max_queue_size", 0),
@@ -187,7 +169,7 @@ def test_idle_engine_gathers_a_batch_within_the_queue_delay(engine_factory):
     assert steps[0].batch_size == 4
 
 
-def test_a_failing_model_errors_every_request_instead_of_hanging():
+def test_a_failing_model_errors_every_request_instead_of_hanging(make_recorder):
     model = load_model("debug")
 
     def broken_forward(*args: object, **kwargs: object) -> None:
@@ -195,7 +177,7 @@ def test_a_failing_model_errors_every_request_instead_of_hanging():
 
     model.forward = broken_forward
     engine = Engine(model, EngineConfig(max_batch_size=2)).start()
-    recorders = [Recorder() for _ in range(3)]
+    recorders = [make_recorder() for _ in range(3)]
     for recorder in recorders:
         engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=4), recorder))
     for recorder in recorders:
@@ -203,17 +185,17 @@ def test_a_failing_model_errors_every_request_instead_of_hanging():
     engine.stop(drain_timeout=10)
     assert not engine.running and not engine.ready
     with pytest.raises(EngineClosedError):
-        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=1), Recorder()))
+        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=1), make_recorder()))
 
 
-def test_busy_engine_admits_arrivals_together_without_pausing_decode(engine_factory):
+def test_busy_engine_admits_arrivals_together_without_pausing_decode(engine_factory, make_recorder):
     steps = []
     engine = engine_factory(step_delay_s=0.002, max_batch_size=4, max_queue_delay_ms=300)
     engine.on_step = steps.append
-    running = Request(list(b"long"), SamplingParams(max_new_tokens=40), Recorder())
+    running = Request(list(b"long"), SamplingParams(max_new_tokens=40), make_recorder())
     engine.submit(running)
     wait_until_generating(running)
-    arrivals = [Request(list(b"abc"), SamplingParams(max_new_tokens=2), Recorder()) for _ in range(3)]
+    arrivals = [Request(list(b"abc"), SamplingParams(max_new_tokens=2), make_recorder()) for _ in range(3)]
     for request in arrivals:
         engine.submit(request)
     for request in arrivals:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from ai_system.inference.engine import (
@@ -19,21 +17,6 @@ from ai_system.inference.engine import (
 from ai_system.inference.generate import SamplingParams, generate
 
 
-class Ended:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.done = threading.Event()
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-        if event.kind != "token":
-            self.done.set()
-
-    def final(self) -> Event:
-        assert self.done.wait(60), "request did not end within 60 s"
-        return self.events[-1]
-
-
 @pytest.fixture(scope="module")
 def engine():
     process = EngineProcess(ModelSpec("debug", seed=0), EngineConfig(max_batch_size=3, max_queue_size=2,
@@ -42,47 +25,47 @@ def engine():
     process.stop(drain_timeout=0)
 
 
-def test_child_engine_generates_what_generate_does(engine):
+def test_child_engine_generates_what_generate_does(engine, make_recorder):
     reference = load_model("debug", seed=0)
     prompts = [list(b"a prompt longer than a chunk"), list(b"hi"), list(b"xyz")]
-    ended = [Ended() for _ in prompts]
+    ended = [make_recorder() for _ in prompts]
     requests = [Request(prompt, SamplingParams(max_new_tokens=6 + i), end)
                 for i, (prompt, end) in enumerate(zip(prompts, ended, strict=True))]
     for request in requests:
         engine.submit(request)
     for i, (prompt, request, end) in enumerate(zip(prompts, requests, ended, strict=True)):
-        assert end.final() == Event("done", reason="length")
+        assert end.final == Event("done", reason="length")
         assert request.generated == generate(reference, [prompt], SamplingParams(max_new_tokens=6 + i))[0]
         assert [e.token for e in end.events[:-1]] == request.generated
         assert request.arrival <= request.first_token_at <= request.finished_at
 
 
-def test_parent_bounds_the_queue_and_cancel_reaches_the_child(engine):
-    ended = [Ended() for _ in range(5)]
+def test_parent_bounds_the_queue_and_cancel_reaches_the_child(engine, make_recorder):
+    ended = [make_recorder() for _ in range(5)]
     requests = [Request(list(b"long"), SamplingParams(max_new_tokens=120), end) for end in ended]
     for request in requests:
         engine.submit(request)
     with pytest.raises(QueueFullError, match="queue is full"):
-        engine.submit(Request(list(b"one too many"), SamplingParams(max_new_tokens=1), Ended()))
+        engine.submit(Request(list(b"one too many"), SamplingParams(max_new_tokens=1), make_recorder()))
     for request in requests:
         engine.cancel(request)
-    assert all(end.final().kind == "done" for end in ended)
+    assert all(end.final.kind == "done" for end in ended)
     assert any(len(request.generated) < 120 for request in requests)
-    follow_up = Ended()
+    follow_up = make_recorder()
     engine.submit(Request(list(b"next"), SamplingParams(max_new_tokens=2), follow_up))
-    assert follow_up.final().reason == "length"
+    assert follow_up.final.reason == "length"
 
 
-def test_stopped_engine_process_refuses_work_and_exits():
+def test_stopped_engine_process_refuses_work_and_exits(make_recorder):
     process = EngineProcess(ModelSpec("debug"), EngineConfig(max_batch_size=2)).start()
     assert process.ready and process.max_context == 128
-    end = Ended()
+    end = make_recorder()
     process.submit(Request(list(b"bye"), SamplingParams(max_new_tokens=3), end))
-    assert end.final().reason == "length"
+    assert end.final.reason == "length"
     process.stop(drain_timeout=5)
     assert not process.running and not process.ready
     with pytest.raises(EngineClosedError):
-        process.submit(Request(list(b"late"), SamplingParams(max_new_tokens=1), Ended()))
+        process.submit(Request(list(b"late"), SamplingParams(max_new_tokens=1), make_recorder()))
 
 
 def test_a_child_that_cannot_load_its_model_fails_start_with_the_reason():
