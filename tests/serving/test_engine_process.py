@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from ai_system.inference.engine import (
@@ -71,3 +74,16 @@ def test_stopped_engine_process_refuses_work_and_exits(make_recorder):
 def test_a_child_that_cannot_load_its_model_fails_start_with_the_reason():
     with pytest.raises(RuntimeError, match="unknown model config 'nope'"):
         EngineProcess(ModelSpec("nope")).start()
+
+
+def test_a_child_that_dies_fails_its_requests_instead_of_hanging_them(make_recorder):
+    process = EngineProcess(ModelSpec("debug"), EngineConfig(max_batch_size=2)).start()
+    end = make_recorder()
+    request = Request(list(b"long"), SamplingParams(max_new_tokens=120), end)
+    process.submit(request)
+    os.kill(process._process.pid, signal.SIGKILL)  # noqa: SLF001 - simulate a crash of the child
+    assert end.final.kind == "error" and "exited" in end.final.reason
+    assert not process.running
+    with pytest.raises(EngineClosedError):
+        process.submit(Request(list(b"late"), SamplingParams(max_new_tokens=1), make_recorder()))
+    process.stop(drain_timeout=1)
