@@ -39,6 +39,7 @@ REPLICA_PRICE_SOURCE = "AWS EC2 c7i.large (2 vCPU) on-demand, us-east-1, Linux: 
 SCALE = f"{MODEL} model, {len(PROMPT)}-byte prompt, {MAX_TOKENS} output tokens"
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 BURSTY = 0.25
+MIN_REQUESTS = 25
 WHERE = {"thread": "thread of the server process", "process": "child process of the server"}
 
 
@@ -83,7 +84,7 @@ def sweep(url: str, capacity: float, seconds: float) -> list[LoadReport]:
     reports = []
     for fraction in FRACTIONS:
         rate = round(fraction * capacity, 1)
-        reports.append(open_loop(url, rate=rate, count=max(40, int(rate * seconds)), prompt=PROMPT,
+        reports.append(open_loop(url, rate=rate, count=max(MIN_REQUESTS, int(rate * seconds)), prompt=PROMPT,
                                  max_tokens=MAX_TOKENS, slo_s=SLO_S, seed=len(reports)))
     return reports
 
@@ -176,8 +177,8 @@ def test_serving_latency_throughput_curve(benchmark, record, profile):
                 results[batching] = (saturated, sweep(url, saturated.throughput_rps, seconds))
                 if batch > 1:
                     rate = round(0.5 * saturated.throughput_rps, 1)
-                    bursty["report"] = open_loop(url, rate=rate, count=max(40, int(rate * seconds)), prompt=PROMPT,
-                                                 max_tokens=MAX_TOKENS, burstiness=BURSTY, slo_s=SLO_S)
+                    bursty["report"] = open_loop(url, rate=rate, count=max(MIN_REQUESTS, int(rate * seconds)),
+                                                 prompt=PROMPT, max_tokens=MAX_TOKENS, burstiness=BURSTY, slo_s=SLO_S)
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     best: dict[str, LoadReport | None] = {}
