@@ -57,7 +57,13 @@ class Layout:
         return self.tp > 1 and self.pp == 1
 
     def label(self) -> str:
-        return f"pp{self.pp}-dp{self.dp}-tp{self.tp}"
+        """e.g. ``pp2-dp1-tp2-1f1b``, ``pp1-dp1-tp2-nosp``, ``pp2-dp2-tp1-1f1b-ckpt``."""
+        text = f"pp{self.pp}-dp{self.dp}-tp{self.tp}"
+        if self.pp > 1:
+            text += f"-{self.schedule}"
+        if self.tp > 1 and not self.uses_sequence_parallel and self.pp == 1:
+            text += "-nosp"
+        return text + ("-ckpt" if self.checkpoint else "")
 
 
 def layout_mesh(layout: Layout, device_type: str = "cpu") -> DeviceMesh:

@@ -40,6 +40,8 @@ def test_layout_validation() -> None:
         Layout(pp=4, n_microbatches=2)
     with pytest.raises(ValueError, match="tp"):
         Layout(tp=0)
+    assert Layout(pp=2, dp=2, n_microbatches=2, checkpoint=True).label() == "pp2-dp2-tp1-1f1b-ckpt"
+    assert Layout(tp=2, sequence_parallel=False).label() == "pp1-dp1-tp2-nosp"
     assert unwrapped_name("layers.0._checkpoint_wrapped_module.attention.wq.weight") == "layers.0.attention.wq.weight"
 
 
