@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 
 from ai_system.planning.accelerators import ACCELERATORS, get_accelerator
-from ai_system.planning.planner import PRECISIONS, Job, model_shape, run_summary, search
+from ai_system.planning.planner import PRECISIONS, Job, Parallelism, estimate, model_shape, run_summary, search
 
+USABLE_MEMORY = 0.9
 SHAPE_FLAGS = {"layers": "n_layers", "dim": "dim", "heads": "n_heads", "kv_heads": "n_kv_heads",
                "ffn": "ffn_dim", "vocab": "vocab_size"}
+
+
+def parse_layout(text: str, gpus: int) -> Parallelism:
+    """``tp,pp,micro_batch,zero,recompute`` → a layout over ``gpus`` GPUs."""
+    parts = text.split(",")
+    if len(parts) != 5:
+        raise ValueError(f"--layout wants tp,pp,micro_batch,zero,recompute (e.g. 8,64,1,0,full), got {text!r}")
+    tp, pp, micro_batch, zero = (int(part) for part in parts[:4])
+    if gpus % (tp * pp):
+        raise ValueError(f"--gpus {gpus} is not a multiple of tp·pp = {tp * pp}")
+    return Parallelism(tp=tp, pp=pp, dp=gpus // (tp * pp), micro_batch=micro_batch, zero=zero, recompute=parts[4])
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,16 +44,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tokens", type=float, help="training token budget, for total time and GPU-hours")
     parser.add_argument("--price-per-gpu-hour", type=float, help="USD per GPU-hour, for the cost")
     parser.add_argument("--top", type=int, default=5, help="layouts to list (default 5)")
+    parser.add_argument("--layout", help="evaluate one layout instead of searching: tp,pp,micro_batch,zero,recompute "
+                                         "(e.g. 8,64,1,0,full); dp is gpus / (tp·pp)")
     parser.add_argument("--json", action="store_true", help="print the ranked summaries as JSON")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _plan(args)
+    except ValueError as error:
+        print(f"ai-system plan: {error}", file=sys.stderr)
+        return 2
+
+
+def _plan(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, flag) for flag, field in SHAPE_FLAGS.items() if getattr(args, flag) is not None}
     config = replace(model_shape(args.model), **overrides)
     job = Job(config, seq_len=args.seq, global_batch=args.global_batch, precision=PRECISIONS[args.precision])
     accelerator = get_accelerator(args.gpu)
-    ranked = search(job, accelerator, args.gpus, compute_efficiency=args.efficiency, dp_overlap=args.dp_overlap)
+    if args.layout:
+        result = estimate(job, parse_layout(args.layout, args.gpus), accelerator, args.efficiency, args.dp_overlap)
+        summary = run_summary(result, args.tokens, args.price_per_gpu_hour)
+        summary["fits"] = str(result.memory.total <= USABLE_MEMORY * accelerator.memory_bytes)
+        summary["hardware_tflops_per_gpu"] = result.hardware_flops / result.iteration_seconds / args.gpus / 1e12
+        print(json.dumps(summary, indent=2) if args.json else "\n".join(f"{k:<32}{v}" for k, v in summary.items()))
+        return 0
+    ranked = search(job, accelerator, args.gpus, compute_efficiency=args.efficiency, dp_overlap=args.dp_overlap,
+                    usable_memory=USABLE_MEMORY)
     if not ranked:
         print(f"no layout of {config.num_params() / 1e9:.1f}B parameters fits {args.gpus} × {args.gpu}")
         return 1
