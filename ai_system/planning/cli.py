@@ -10,7 +10,6 @@ from dataclasses import replace
 from ai_system.planning.accelerators import ACCELERATORS, get_accelerator
 from ai_system.planning.planner import PRECISIONS, Job, Parallelism, estimate, model_shape, run_summary, search
 
-USABLE_MEMORY = 0.9
 SHAPE_FLAGS = {"layers": "n_layers", "dim": "dim", "heads": "n_heads", "kv_heads": "n_kv_heads",
                "ffn": "ffn_dim", "vocab": "vocab_size"}
 
@@ -66,12 +65,11 @@ def _plan(args: argparse.Namespace) -> int:
     if args.layout:
         result = estimate(job, parse_layout(args.layout, args.gpus), accelerator, args.efficiency, args.dp_overlap)
         summary = run_summary(result, args.tokens, args.price_per_gpu_hour)
-        summary["fits"] = str(result.memory.total <= USABLE_MEMORY * accelerator.memory_bytes)
+        summary["fits"] = result.fits()
         summary["hardware_tflops_per_gpu"] = result.hardware_flops / result.iteration_seconds / args.gpus / 1e12
         print(json.dumps(summary, indent=2) if args.json else "\n".join(f"{k:<32}{v}" for k, v in summary.items()))
         return 0
-    ranked = search(job, accelerator, args.gpus, compute_efficiency=args.efficiency, dp_overlap=args.dp_overlap,
-                    usable_memory=USABLE_MEMORY)
+    ranked = search(job, accelerator, args.gpus, compute_efficiency=args.efficiency, dp_overlap=args.dp_overlap)
     if not ranked:
         print(f"no layout of {config.num_params() / 1e9:.1f}B parameters fits {args.gpus} × {args.gpu}")
         return 1

@@ -17,6 +17,7 @@ from ai_system.parallel.pipeline import SCHEDULES, bubble_fraction
 from ai_system.planning.accelerators import Accelerator
 
 RECOMPUTE = ("none", "selective", "full")
+USABLE_MEMORY = 0.9
 
 ONE_TRILLION = ModelConfig(vocab_size=51200, dim=25600, n_layers=128, n_heads=160, max_seq_len=2048)
 """Megatron-LM's 1T GPT shape (Narayanan et al., 2021, Table 1: 128 layers, d=25600, 160 heads,
@@ -144,9 +145,10 @@ class Estimate:
         """Model FLOPs (no recomputation) per second over the peak of every GPU used (PaLM's MFU)."""
         return self.model_flops / (self.iteration_seconds * self.layout.world_size * self.accelerator.peak_flops)
 
-    @property
-    def fits(self) -> bool:
-        return self.memory.total <= self.accelerator.memory_bytes
+    def fits(self, usable_memory: float = USABLE_MEMORY) -> bool:
+        """Whether the memory fits ``usable_memory`` of the device; the rest covers what the model
+        does not count: CUDA context, NCCL buffers, allocator fragmentation and transient tensors."""
+        return self.memory.total <= usable_memory * self.accelerator.memory_bytes
 
 
 def layer_params(config: ModelConfig) -> int:
@@ -388,21 +390,16 @@ def candidate_layouts(job: Job, accelerator: Accelerator, n_gpus: int) -> list[P
 
 
 def search(job: Job, accelerator: Accelerator, n_gpus: int, compute_efficiency: float = 0.5,
-           dp_overlap: float = 0.0, usable_memory: float = 0.9) -> list[Estimate]:
-    """Layouts whose memory fits ``usable_memory`` of the device, fastest first (then least memory).
-
-    The remaining 10% by default covers what the model does not count: CUDA context, NCCL
-    buffers, allocator fragmentation and transient tensors.
-    """
+           dp_overlap: float = 0.0, usable_memory: float = USABLE_MEMORY) -> list[Estimate]:
+    """Layouts that fit (``Estimate.fits``), fastest first, then least memory."""
     if n_gpus < 1:
         raise ValueError(f"n_gpus must be >= 1, got {n_gpus}")
     if not 0 < usable_memory <= 1:
         raise ValueError(f"usable_memory must be in (0, 1], got {usable_memory}")
-    budget = usable_memory * accelerator.memory_bytes
     fitting = []
     for layout in candidate_layouts(job, accelerator, n_gpus):
         result = estimate(job, layout, accelerator, compute_efficiency, dp_overlap)
-        if result.memory.total <= budget:
+        if result.fits(usable_memory):
             fitting.append(result)
     return sorted(fitting, key=lambda result: (result.iteration_seconds, result.memory.total))
 

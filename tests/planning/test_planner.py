@@ -165,7 +165,7 @@ def test_plan_command_evaluates_one_layout(capsys: pytest.CaptureFixture[str]) -
     assert main(["plan", "--gpu", "A100-80GB", "--gpus", "3072", "--global-batch", "3072",
                  "--layout", "8,64,1,0,full", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["layout"] == "tp8-pp64-dp6-mb1-zero0-full" and summary["fits"] == "True"
+    assert summary["layout"] == "tp8-pp64-dp6-mb1-zero0-full" and summary["fits"] is True
     assert main(["plan", "--layout", "8,64"]) == 2
     assert "tp,pp,micro_batch,zero,recompute" in capsys.readouterr().err
     assert main(["plan", "--gpus", "100", "--layout", "8,64,1,0,full"]) == 2
