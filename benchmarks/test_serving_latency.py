@@ -37,7 +37,7 @@ SEED_QPS = 1_000_000
 REPLICA_USD_PER_HOUR = 0.0893
 REPLICA_PRICE_SOURCE = "AWS EC2 c7i.large (2 vCPU) on-demand, us-east-1, Linux: $0.08925/h (2024 list price)"
 SCALE = f"{MODEL} model, {len(PROMPT)}-byte prompt, {MAX_TOKENS} output tokens"
-FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 BURSTY = 0.25
 MIN_REQUESTS = 25
 WHERE = {"thread": "thread of the server process", "process": "child process of the server"}
@@ -80,11 +80,16 @@ def saturation(url: str, count: int) -> LoadReport:
     return open_loop(url, rate=math.inf, count=count, prompt=PROMPT, max_tokens=MAX_TOKENS, slo_s=SLO_S)
 
 
+def request_count(rate: float, seconds: float) -> int:
+    """``seconds`` of traffic, topped up to MIN_REQUESTS unless that would take over 3 s."""
+    return max(int(rate * seconds), min(MIN_REQUESTS, int(rate * 3) + 1))
+
+
 def sweep(url: str, capacity: float, seconds: float) -> list[LoadReport]:
     reports = []
     for fraction in FRACTIONS:
         rate = round(fraction * capacity, 1)
-        reports.append(open_loop(url, rate=rate, count=max(MIN_REQUESTS, int(rate * seconds)), prompt=PROMPT,
+        reports.append(open_loop(url, rate=rate, count=request_count(rate, seconds), prompt=PROMPT,
                                  max_tokens=MAX_TOKENS, slo_s=SLO_S, seed=len(reports)))
     return reports
 
@@ -177,7 +182,7 @@ def test_serving_latency_throughput_curve(benchmark, record, profile):
                 results[batching] = (saturated, sweep(url, saturated.throughput_rps, seconds))
                 if batch > 1:
                     rate = round(0.5 * saturated.throughput_rps, 1)
-                    bursty["report"] = open_loop(url, rate=rate, count=max(MIN_REQUESTS, int(rate * seconds)),
+                    bursty["report"] = open_loop(url, rate=rate, count=request_count(rate, seconds),
                                                  prompt=PROMPT, max_tokens=MAX_TOKENS, burstiness=BURSTY, slo_s=SLO_S)
 
     benchmark.pedantic(run, rounds=1, iterations=1)
