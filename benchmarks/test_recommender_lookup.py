@@ -8,10 +8,7 @@ same workload when it is installed (``pip install torchrec==1.8.0 fbgemm-gpu-cpu
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -21,11 +18,18 @@ import torch
 from redis.cluster import ClusterNode, RedisCluster
 
 from ai_system.recsys.embedded import EmbeddedStore
-from ai_system.recsys.redis_server import MISSING_REDIS, redis_available, redis_cluster, redis_node
+from ai_system.recsys.redis_server import (
+    MISSING_REDIS,
+    redis_available,
+    redis_benchmark_get_rate,
+    redis_cluster,
+    redis_node,
+)
 from ai_system.recsys.redis_store import RedisStore, row_dtype
 from ai_system.recsys.store import EmbeddingStore
 
 DIM = 64
+ROW_BYTES = row_dtype(DIM).itemsize
 AREA = "recommender"
 
 
@@ -76,16 +80,6 @@ def test_lookup_embedded(benchmark, record, profile, shards):
                   rounds, {"backend": "embedded", "shards": shards}, {"numpy_gather": limit})
 
 
-def redis_benchmark_get_rate(port: int, keys: int, requests: int, cluster: bool = False) -> float:
-    """``redis-benchmark``'s pipelined GET rate (-P 16, 50 clients) for row-sized values on ``port``."""
-    command = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get", "-n", str(requests),
-               "-P", "16", "-d", str(row_dtype(DIM).itemsize), "-r", str(keys), "--csv"]
-    output = subprocess.run(command + (["--cluster"] if cluster else []), check=True, capture_output=True,
-                            text=True, timeout=120).stdout
-    rates = {row["test"]: float(row["rps"]) for row in csv.DictReader(io.StringIO(output[output.index('"test"'):]))}
-    return rates["GET"]
-
-
 @pytest.mark.parametrize("topology", ["single", "cluster"])
 def test_lookup_redis(benchmark, record, profile, tmp_path, topology):
     if not redis_available():
@@ -96,13 +90,14 @@ def test_lookup_redis(benchmark, record, profile, tmp_path, topology):
     limits = {"numpy_gather": gather_rate(rows, batch, rounds)}
     if topology == "single":
         with redis_node(tmp_path) as server:
-            limits["redis_benchmark_get"] = redis_benchmark_get_rate(server.port, rows, requests)
+            limits["redis_benchmark_get"] = redis_benchmark_get_rate(server.port, rows, requests, ROW_BYTES)
             server.client().flushall()
             measure_store(benchmark, record, RedisStore(server.client(), DIM), "redis", rows, batch, rounds,
                           {"backend": "redis", "masters": 1}, limits)
     else:
         with redis_cluster(tmp_path) as servers:
-            limits["redis_benchmark_get"] = redis_benchmark_get_rate(servers[0].port, rows, requests, cluster=True)
+            limits["redis_benchmark_get"] = redis_benchmark_get_rate(servers[0].port, rows, requests, ROW_BYTES,
+                                                                     cluster=True)
             client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", s.port) for s in servers])
             for node in client.get_primaries():
                 client.flushall(target_nodes=node)

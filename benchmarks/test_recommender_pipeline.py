@@ -12,15 +12,15 @@ from ai_system.bench.metrics import Projection
 from ai_system.recsys.casestudy import (
     RECALL_K,
     held_out_quality,
-    measure_shard,
     online_freshness,
     open_stores,
+    sizing_inputs,
     train_ranking,
     train_retrieval,
 )
 from ai_system.recsys.data import make_world
 from ai_system.recsys.redis_server import MISSING_REDIS, redis_available
-from ai_system.recsys.sizing import SizingInputs, project
+from ai_system.recsys.sizing import project
 from ai_system.recsys.training import torch_threads
 
 AREA = "recommender"
@@ -91,9 +91,7 @@ def test_freshness_under_online_training(benchmark, record, profile, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sizing_for_one_billion_users(benchmark, record, profile, backend):
     rows = profile.pick(quick=20_000, full=200_000)
-    with open_stores(backend, dim=64, shards=1) as (store, _):
-        bytes_per_row, rows_per_s = benchmark.pedantic(lambda: measure_shard(store, rows), rounds=1, iterations=1)
-    inputs = SizingInputs(bytes_per_row=bytes_per_row, rows_per_s_per_shard=rows_per_s)
+    inputs = benchmark.pedantic(lambda: sizing_inputs(backend, rows), rounds=1, iterations=1)
     sizing = project(inputs)
     projection = Projection(model="ai_system.recsys.sizing.project: max(memory shards, throughput shards) "
                                   "× (1 + replicas)",
@@ -107,9 +105,10 @@ def test_sizing_for_one_billion_users(benchmark, record, profile, backend):
     record(name=f"sizing_1b_{backend}_terabytes", value=sizing.total_bytes / 1e12, unit="TB", better="lower",
            description="rows × measured bytes per stored row (dim 64 + optimizer state + backend overhead)",
            **common)
-    record(name=f"sizing_{backend}_bytes_per_row", value=bytes_per_row, unit="bytes", better="lower", area=AREA,
+    record(name=f"sizing_{backend}_bytes_per_row", value=inputs.bytes_per_row, unit="bytes", better="lower", area=AREA,
            scale=f"{rows:,} rows of dim 64 on one shard", params=params,
            description="measured: backend memory growth over rows stored (the projection's input)")
-    record(name=f"sizing_{backend}_rows_per_s_per_shard", value=rows_per_s / 1e6, unit="Mrows/s",
+    record(name=f"sizing_{backend}_rows_per_s_per_shard", value=inputs.rows_per_s_per_shard / 1e6, unit="Mrows/s",
            better="higher", area=AREA, scale=f"{rows:,} rows of dim 64 on one shard", params=params,
-           description="measured: batched lookups one shard serves (the projection's input)")
+           description="measured: rows/s one shard serves (embedded: its batched lookups; Redis: "
+                       "redis-benchmark pipelined GET, 50 clients), the projection's input")

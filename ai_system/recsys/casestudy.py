@@ -30,8 +30,8 @@ from ai_system.recsys.data import (
 )
 from ai_system.recsys.embedded import EmbeddedStore
 from ai_system.recsys.models import DLRM, StoreTable, TwoTower
-from ai_system.recsys.redis_server import free_port, redis_node
-from ai_system.recsys.redis_store import RedisStore
+from ai_system.recsys.redis_server import free_port, redis_benchmark_get_rate, redis_node
+from ai_system.recsys.redis_store import RedisStore, row_dtype
 from ai_system.recsys.serving import Recommender, create_app, measure_freshness, serve_in_thread
 from ai_system.recsys.sizing import SizingInputs, project
 from ai_system.recsys.store import EmbeddingStore
@@ -138,10 +138,18 @@ def measure_shard(store: EmbeddingStore, rows: int = 20000, batch_size: int = 10
     return (store.nbytes() - before) / rows, lookup_rate(store, ids, batch_size, rounds=20)
 
 
-def sizing_inputs(backend: str) -> SizingInputs:
-    """Measure one production-shaped shard (dim 64) on ``backend`` and feed the 1B-user projection."""
+def sizing_inputs(backend: str, rows: int = 20000) -> SizingInputs:
+    """Measure one production-shaped shard (dim 64) on ``backend`` for the 1B-user projection.
+
+    Bytes per row are the backend's memory growth. Rows/s per shard is the embedded store's own
+    lookup rate (a shard process serving lookups), or for Redis the server's pipelined GET rate from
+    ``redis-benchmark`` with 50 clients: one Python client is not the limit of a Redis shard.
+    """
     with open_stores(backend, dim=64, shards=1) as (store, _):
-        bytes_per_row, rows_per_s = measure_shard(store)
+        bytes_per_row, rows_per_s = measure_shard(store, rows)
+        if isinstance(store, RedisStore):
+            rows_per_s = redis_benchmark_get_rate(store.port, rows, requests=100_000,
+                                                  value_bytes=row_dtype(64).itemsize)
     return SizingInputs(bytes_per_row=bytes_per_row, rows_per_s_per_shard=rows_per_s)
 
 

@@ -8,6 +8,8 @@ masters joined with ``redis-cli --cluster create``. Nothing here touches a syste
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import shutil
 import socket
 import subprocess
@@ -17,11 +19,11 @@ from pathlib import Path
 
 import redis
 
-MISSING_REDIS = "redis-server is not on PATH (Debian: apt-get install -y redis-server)"
+MISSING_REDIS = "redis-server, redis-cli or redis-benchmark is not on PATH (Debian: apt-get install -y redis-server)"
 
 
 def redis_available() -> bool:
-    return all(shutil.which(tool) for tool in ("redis-server", "redis-cli"))
+    return all(shutil.which(tool) for tool in ("redis-server", "redis-cli", "redis-benchmark"))
 
 
 def free_port(with_cluster_bus: bool = False) -> int:
@@ -140,3 +142,13 @@ def redis_cluster(directory: Path, masters: int = 3, timeout_s: float = 30.0) ->
 def _cluster_ok(server: RedisServer) -> bool:
     with server.client() as client:
         return client.cluster("info").get("cluster_state") == "ok"
+
+
+def redis_benchmark_get_rate(port: int, keys: int, requests: int, value_bytes: int, cluster: bool = False) -> float:
+    """``redis-benchmark``'s pipelined GET rate (-P 16, 50 clients) for ``value_bytes`` values on ``port``:
+    what the server itself serves, the limit a client library is compared with."""
+    command = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get", "-n", str(requests),
+               "-P", "16", "-d", str(value_bytes), "-r", str(keys), "--csv"] + (["--cluster"] if cluster else [])
+    output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stdout
+    rows = csv.DictReader(io.StringIO(output[output.index('"test"'):]))
+    return {row["test"]: float(row["rps"]) for row in rows}["GET"]

@@ -103,6 +103,13 @@ class RedisStore(EmbeddingStore):
         self.n_buckets = n_buckets
         self.ttl_ms = None if ttl_s is None else int(ttl_s * 1000)
 
+    @property
+    def port(self) -> int:
+        """Port of the (single-node) server, for tools that talk to it directly."""
+        if isinstance(self.client, RedisCluster):
+            raise ValueError("a Redis Cluster store has one port per master; use client.get_primaries()")
+        return int(self.client.connection_pool.connection_kwargs.get("port", 6379))
+
     def describe(self) -> str:
         if isinstance(self.client, RedisCluster):
             return "cluster " + ",".join(f"{n.host}:{n.port}" for n in self.client.get_nodes())
