@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,18 +53,16 @@ def served(max_batch_size: int, engine: str = "thread") -> Iterator[str]:
     command = [sys.executable, "-m", "ai_system.cli", "serve", "--config", MODEL, "--port", str(port),
                "--max-batch-size", str(max_batch_size), "--max-queue-size", str(QUEUE), "--threads", "1",
                "--engine", engine]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.ConnectError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {process.stderr.read().decode()}") from None
-                time.sleep(0.1)
+        while not ready(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"server did not become ready: {log.read().decode(errors='replace')}")
+            time.sleep(0.1)
         open_loop(url, rate=math.inf, count=2 * max_batch_size, prompt=PROMPT, max_tokens=MAX_TOKENS)
         yield url
     finally:
@@ -73,6 +72,14 @@ def served(max_batch_size: int, engine: str = "thread") -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        log.close()
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def saturation(url: str, count: int) -> LoadReport:
