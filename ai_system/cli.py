@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "ai_system.report.cli",
     "ai_system.planning.cli",
     "ai_system.inference.server",
+    "ai_system.inference.loadgen",
     "ai_system.training.cli",
     "ai_system.recsys.casestudy",
 )

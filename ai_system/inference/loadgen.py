@@ -12,6 +12,7 @@ Every request streams, so the client sees the time to first token and the gap be
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -303,3 +304,25 @@ def parse_mlperf_summary(scenario: str, summary: str) -> MLPerfResult:
     return MLPerfResult(scenario=scenario, valid=valid.group(1) == "VALID",
                         samples_per_second=float(throughput.group(1)),
                         latency_p99_ns=float(p99.group(1)) if p99 else None, summary=summary)
+
+
+def loadtest(args: argparse.Namespace) -> int:
+    """``ai-system loadtest``: open-loop load against a running server; prints the report as JSON."""
+    report = open_loop(args.url, rate=args.rate, count=args.count, prompt=args.prompt, max_tokens=args.max_tokens,
+                       burstiness=args.burstiness, seed=args.seed, slo_s=args.slo_ms / 1000)
+    print(json.dumps(asdict(report), indent=2))
+    return 0 if report.failed == 0 else 1
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("loadtest", help="open-loop Poisson load against a completions server",
+                                   description=loadtest.__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--rate", type=float, default=20.0, help="mean requests per second (inf: all at once)")
+    parser.add_argument("--count", type=int, default=200, help="requests to send")
+    parser.add_argument("--prompt", default="x" * 32)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape of the gaps: 1 = Poisson")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--slo-ms", type=float, default=50.0, help="latency bound for goodput")
+    parser.set_defaults(func=loadtest)

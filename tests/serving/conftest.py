@@ -113,7 +113,7 @@ def slow() -> Callable[[torch.nn.Module, float], torch.nn.Module]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
-    with running_server(EngineConfig(max_batch_size=4, max_queue_size=16)) as running:
+    with running_server(EngineConfig(max_batch_size=4, max_queue_size=64)) as running:
         yield running
 
 

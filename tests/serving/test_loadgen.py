@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
 import pytest
 
+from ai_system.cli import main
 from ai_system.inference.engine import Engine, EngineConfig, load_model
 from ai_system.inference.generate import SamplingParams
 from ai_system.inference.loadgen import (
@@ -98,3 +100,9 @@ def test_mlperf_offline_run_on_the_engine(tmp_path):
     assert (tmp_path / "mlperf_log_detail.txt").exists()
     with pytest.raises(ValueError, match="scenario"):
         run_mlperf(engine, "SingleStream", [1], 1, 1.0)
+
+
+def test_loadtest_command_prints_the_report(server, capsys):
+    assert main(["loadtest", "--url", server.url, "--rate", "50", "--count", "10", "--max-tokens", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["completed"] == 10 and report["failed"] == 0 and report["offered_qps"] == 50
