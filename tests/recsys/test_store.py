@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ai_system.recsys.embedded import ID_TABLES, EmbeddedStore
+from ai_system.recsys.embedded import EmbeddedStore, IdTable
 from ai_system.recsys.store import HASH_SLOTS, hash_slot, initial_rows, rowwise_adagrad, shard_of
 
 INT64 = np.iinfo(np.int64)
@@ -16,11 +16,10 @@ def random_ids(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(INT64.min, INT64.max, n, dtype=np.int64)
 
 
-@pytest.mark.parametrize("kind", sorted(ID_TABLES))
-def test_id_table_matches_a_dict_on_adversarial_ids(kind):
+def test_id_table_matches_a_dict_on_adversarial_ids():
     ids = np.unique(np.concatenate([random_ids(5000), [0, -1, 1, INT64.min, INT64.max],
                                     np.arange(0, 1 << 20, 1 << 10)]))
-    table, reference = ID_TABLES[kind](), {}
+    table, reference = IdTable(), {}
     for chunk in np.array_split(ids, 7):
         for key, index in zip(chunk.tolist(), table.insert(chunk).tolist(), strict=True):
             reference[key] = index
@@ -44,7 +43,7 @@ def test_ids_that_collide_modulo_a_table_size_get_distinct_rows():
 
 def test_first_touch_init_is_deterministic_and_shard_independent():
     ids = random_ids(1000)
-    one, four = EmbeddedStore(16, n_shards=1, id_table="numpy"), EmbeddedStore(16, n_shards=4)
+    one, four = EmbeddedStore(16, n_shards=1), EmbeddedStore(16, n_shards=4)
     torch.testing.assert_close(one.get(ids), four.get(ids[::-1]).flip(0))
     torch.testing.assert_close(four.get(ids), torch.from_numpy(initial_rows(ids, 16, 0.05)))
     assert float(four.get(ids).abs().max()) <= 0.05
@@ -88,9 +87,8 @@ def test_update_replaces_rows_and_resets_optimizer_state():
     torch.testing.assert_close(store.get([1]), torch.tensor([[2.0, 3.0]]), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kind", sorted(ID_TABLES))
-def test_frequency_filter_admits_an_id_after_min_count_touches(kind):
-    store = EmbeddedStore(4, min_count=3, id_table=kind)
+def test_frequency_filter_admits_an_id_after_min_count_touches():
+    store = EmbeddedStore(4, min_count=3)
     grads = np.ones((1, 4), np.float32)
     assert store.apply_gradients([42], grads, lr=0.1) == 0
     assert torch.equal(store.get([42]), torch.zeros(1, 4))
@@ -99,10 +97,9 @@ def test_frequency_filter_admits_an_id_after_min_count_touches(kind):
     assert len(store) == 1
 
 
-@pytest.mark.parametrize("kind", sorted(ID_TABLES))
-def test_expiry_drops_rows_not_written_within_ttl(kind):
+def test_expiry_drops_rows_not_written_within_ttl():
     now = [0.0]
-    store = EmbeddedStore(4, n_shards=2, ttl_s=10.0, clock=lambda: now[0], id_table=kind)
+    store = EmbeddedStore(4, n_shards=2, ttl_s=10.0, clock=lambda: now[0])
     store.update([1, 2, 3], np.ones((3, 4)))
     now[0] = 6.0
     store.update([2], 2 * np.ones((1, 4)))
@@ -137,5 +134,3 @@ def test_bad_rows_and_arguments_raise_clear_errors():
         store.apply_gradients([1], np.ones((1, 4)), lr=0)
     with pytest.raises(ValueError, match="n_shards"):
         EmbeddedStore(4, n_shards=0)
-    with pytest.raises(ValueError, match="id_table must be one of"):
-        EmbeddedStore(4, id_table="dict")
