@@ -405,14 +405,15 @@ class EngineProcess:
         self._lock = threading.Lock()
         self._closing = False
         self._child_ready = False
+        self._exited = False
         self._process = None
         self._reader: threading.Thread | None = None
         self._commands = None
 
     @property
     def running(self) -> bool:
-        return (self._process is not None and self._process.is_alive() and self._reader is not None
-                and self._reader.is_alive())
+        return self._process is not None and self._reader is not None and not self._exited \
+            and self._process.is_alive()
 
     @property
     def ready(self) -> bool:
@@ -507,6 +508,7 @@ class EngineProcess:
             pass
         finally:
             self._child_ready = False
+            self._exited = True
             with self._lock:
                 orphans = list(self._requests.values())
                 self._requests.clear()
