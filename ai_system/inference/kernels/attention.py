@@ -176,10 +176,13 @@ def _mask_strides(mask: torch.Tensor | None, shape: tuple[int, int, int, int]) -
     return expanded.view(torch.uint8), list(expanded.stride())
 
 
-def _tile_sizes(head_dim: int) -> tuple[int, int, int]:
+def _tile_sizes(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, warps, pipeline stages): 128×64 tiles, three stages, as in Triton's
+    fused-attention tutorial for Hopper; two stages for fp32, whose tiles are twice the bytes, so
+    shared memory stays within an A100's; small tiles under the interpreter, where only count matters."""
     if interpreting():
-        return 32, 32, 4
-    return (128, 64, 8) if head_dim > 64 else (64, 64, 4)
+        return 32, 32, 4, 1
+    return 128, 64, 8 if head_dim > 64 else 4, 2 if dtype == torch.float32 else 3
 
 
 def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -193,14 +196,14 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     n_keys = k.shape[2]
     out = torch.empty((batch, seq_len, q_heads, head_dim), dtype=q.dtype, device=q.device).transpose(1, 2)
     mask_u8, mask_strides = _mask_strides(mask, (batch, q_heads, seq_len, n_keys))
-    block_m, block_n, warps = _tile_sizes(head_dim)
+    block_m, block_n, warps, stages = _tile_sizes(head_dim, q.dtype)
     grid = (triton.cdiv(seq_len, block_m), batch * q_heads)
     flash_attention_kernel[grid](
         q, k, v, mask_u8, out, seq_len, n_keys, q_heads, q_heads // k.shape[1], LOG2_E / math.sqrt(head_dim),
         *q.stride(), *k.stride(), *v.stride(), *mask_strides, *out.stride(), head_dim,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
         CAUSAL=causal, HAS_MASK=mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=warps, num_stages=1 if interpreting() else 2)
+        num_warps=warps, num_stages=stages)
     return out
 
 
