@@ -8,6 +8,8 @@ order of the sharded matmuls and all-reduces), far inside these bounds.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ai_system.models.config import get_config
@@ -60,6 +62,13 @@ def test_training_actually_moves_the_loss(two_rank_results: dict[str, Comparison
 def test_four_rank_compositions_match_single_process() -> None:
     for result in run_distributed(compare_layouts, 4, FOUR_RANK_LAYOUTS, SPEC):
         assert_matches_reference(result)
+
+
+@pytest.mark.slow
+def test_three_dimensional_layout_matches_single_process() -> None:
+    """PP × FSDP × TP = 2 × 2 × 2 with activation checkpointing: 8 ranks, so 3 steps keep it ~40 s."""
+    layout = Layout(pp=2, dp=2, tp=2, n_microbatches=2, checkpoint=True)
+    assert_matches_reference(run_distributed(compare_layouts, 8, [layout], replace(SPEC, steps=3))[0])
 
 
 def test_explicit_collectives_match_single_process() -> None:
