@@ -175,18 +175,35 @@ def _check_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
             raise ValueError(f"mask of shape {tuple(mask.shape)} must broadcast to {target} without growing it")
 
 
+def _check_lengths(lengths: torch.Tensor | None, batch: int) -> None:
+    if lengths is not None and (lengths.dtype not in (torch.int32, torch.int64) or tuple(lengths.shape) != (batch,)):
+        raise ValueError(f"lengths must be an int32/int64 tensor of shape ({batch},), got "
+                         f"{lengths.dtype} {tuple(lengths.shape)}")
+
+
+def _mask_with_lengths(mask: torch.Tensor | None, lengths: torch.Tensor | None, n_keys: int) -> torch.Tensor | None:
+    """The reference path's view of ``lengths``: keys at or past a row's length are masked out."""
+    if lengths is None:
+        return mask
+    filled = (torch.arange(n_keys, device=lengths.device) < lengths.view(-1, 1)).view(-1, 1, 1, n_keys)
+    return filled if mask is None else mask & filled
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-              causal: bool = False) -> torch.Tensor:
+              causal: bool = False, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Scaled dot-product attention, q (batch, q_heads, seq, dim), k/v (batch, kv_heads, keys, dim).
 
     ``mask`` (boolean, True = may attend) broadcasts to (batch, q_heads, seq, keys); ``causal`` lets
-    query i see keys j <= i, aligned at the top-left like SDPA's ``is_causal``. kv_heads may divide
-    q_heads (grouped-query attention). Returns (batch, q_heads, seq, dim).
+    query i see keys j <= i, aligned at the top-left like SDPA's ``is_causal``; ``lengths`` (batch,)
+    limits row b to its first ``lengths[b]`` keys, which the kernel then never reads (a KV cache
+    allocated longer than the row has filled). kv_heads may divide q_heads (grouped-query
+    attention). Returns (batch, q_heads, seq, dim).
     """
     _check_attention(q, k, v, mask)
-    if use_triton(q, k, v, mask):
-        return attention_triton(q, k, v, mask, causal)
-    return attention_reference(q, k, v, mask, causal)
+    _check_lengths(lengths, q.shape[0])
+    if use_triton(q, k, v, mask, lengths):
+        return attention_triton(q, k, v, mask, causal, None if lengths is None else lengths.contiguous())
+    return attention_reference(q, k, v, _mask_with_lengths(mask, lengths, k.shape[2]), causal)
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
@@ -200,17 +217,10 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     _check_attention(q, k, v, mask)
     if q.shape[2] != 1:
         raise ValueError(f"decode_attention takes one query position per row, got q of shape {tuple(q.shape)}")
-    if lengths is not None:
-        if lengths.dtype not in (torch.int32, torch.int64) or tuple(lengths.shape) != (q.shape[0],):
-            raise ValueError(f"lengths must be an int32/int64 tensor of shape ({q.shape[0]},), got "
-                             f"{lengths.dtype} {tuple(lengths.shape)}")
+    _check_lengths(lengths, q.shape[0])
     if use_triton(q, k, v, mask, lengths):
         return decode_attention_triton(q, k, v, mask, None if lengths is None else lengths.contiguous())
-    if lengths is not None:
-        filled = torch.arange(k.shape[2], device=k.device) < lengths.view(-1, 1)
-        filled = filled.view(q.shape[0], 1, 1, k.shape[2])
-        mask = filled if mask is None else mask & filled
-    return attention_reference(q, k, v, mask)
+    return attention_reference(q, k, v, _mask_with_lengths(mask, lengths, k.shape[2]))
 
 
 def _check_matmul(x: torch.Tensor, weights: dict[str, torch.Tensor], bias: torch.Tensor | None) -> None:

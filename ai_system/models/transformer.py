@@ -7,8 +7,9 @@ counts are inferred from tensor shapes (``view(..., -1, head_dim)``) so tensor p
 shard the projections without the module knowing.
 
 The math runs through ``ai_system.inference.ops``: Triton kernels for inference on CUDA, the
-plain-torch references whenever autograd is recording (training) or on the CPU. A decoding token
-(one position per row, with a cache) attends to cache slots up to its own position only.
+plain-torch references whenever autograd is recording (training) or on the CPU. With a cache, a
+row's tokens attend to cache slots up to the row's highest position only, so the kernels skip the
+unfilled rest of the cache.
 """
 
 from __future__ import annotations
@@ -95,11 +96,14 @@ class Attention(nn.Module):
             if positions is None:
                 raise ValueError("a model with a KV cache needs input positions")
             k, v = self.cache.update(positions, k, v)
-        if self.cache is not None and seq == 1:
-            lengths = (positions.reshape(-1) + 1).expand(batch)
-            out = ops.decode_attention(q, k, v, mask=mask, lengths=lengths)
-        else:
+        if self.cache is None:
             out = ops.attention(q, k, v, mask=mask, causal=mask is None and seq > 1)
+        else:
+            lengths = (positions.amax(dim=-1) + 1).expand(batch)
+            if seq == 1:
+                out = ops.decode_attention(q, k, v, mask=mask, lengths=lengths)
+            else:
+                out = ops.attention(q, k, v, mask=mask, causal=mask is None, lengths=lengths)
         return self.wo(out.transpose(1, 2).reshape(batch, seq, -1))
 
 

@@ -78,10 +78,10 @@ def test_rope(kernels, close, dtype, batch, seq, heads, head_dim, per_row):
     positions = torch.randint(0, 64, (batch if per_row else 1, seq), device=kernels)
     x = randn(batch, seq, heads, head_dim, dtype=dtype, device=kernels)
     close(ops.rope(x, cos[positions], sin[positions]), rope_reference(x, cos[positions], sin[positions]),
-                 dtype)
+          dtype)
     strided = randn(batch, heads, seq, head_dim, dtype=dtype, device=kernels).transpose(1, 2)
     close(ops.rope(strided, cos[positions], sin[positions]),
-                 rope_reference(strided, cos[positions], sin[positions]), dtype)
+          rope_reference(strided, cos[positions], sin[positions]), dtype)
 
 
 ATTENTION_CASES = [
@@ -104,7 +104,11 @@ def test_attention(kernels, close, dtype, case, causal):
     mask = torch.rand(batch, 1, seq, keys, device=kernels) < 0.7
     mask[..., 0] = True
     close(ops.attention(q, k, v, mask=mask, causal=causal),
-                 attention_reference(q, k, v, mask=mask, causal=causal), dtype, 2)
+          attention_reference(q, k, v, mask=mask, causal=causal), dtype, 2)
+    lengths = torch.randint(1, keys + 1, (batch,), device=kernels)
+    filled = (torch.arange(keys, device=kernels) < lengths.view(-1, 1)).view(batch, 1, 1, keys)
+    close(ops.attention(q, k, v, mask=mask, causal=causal, lengths=lengths),
+          attention_reference(q, k, v, mask=mask & filled, causal=causal), dtype, 2)
 
 
 def test_attention_on_strided_views(kernels, close, dtype):
@@ -125,11 +129,11 @@ def test_decode_attention(kernels, close, dtype, batch, q_heads, kv_heads, cache
     lengths = torch.randint(1, cache_len + 1, (batch,), device=kernels)
     filled = (torch.arange(cache_len, device=kernels) < lengths.view(-1, 1)).view(batch, 1, 1, cache_len)
     close(ops.decode_attention(q, k, v, lengths=lengths), attention_reference(q, k, v, mask=filled),
-                 dtype, 2)
+          dtype, 2)
     mask = torch.rand(batch, 1, 1, cache_len, device=kernels) < 0.5
     mask[..., 0] = True
     close(ops.decode_attention(q, k, v, mask=mask, lengths=lengths),
-                 attention_reference(q, k, v, mask=mask & filled), dtype, 2)
+          attention_reference(q, k, v, mask=mask & filled), dtype, 2)
 
 
 @pytest.mark.parametrize(("rows", "n_in", "n_out"), [(37, 50, 70), (1, 16, 1), (65, 130, 33)])
@@ -139,16 +143,16 @@ def test_matmul_bias_act(kernels, close, dtype, rows, n_in, n_out, activation):
     weight = randn(n_out, n_in, dtype=dtype, device=kernels, scale=n_in**-0.5)
     bias = randn(n_out, dtype=dtype, device=kernels)
     close(ops.matmul_bias_act(x, weight, bias, activation),
-                 matmul_bias_act_reference(x, weight, bias, activation), dtype, 4)
+          matmul_bias_act_reference(x, weight, bias, activation), dtype, 4)
     close(ops.matmul_bias_act(x, weight, None, activation),
-                 matmul_bias_act_reference(x, weight, None, activation), dtype, 4)
+          matmul_bias_act_reference(x, weight, None, activation), dtype, 4)
 
 
 def test_matmul_on_strided_operands(kernels, close, dtype):
     x = randn(3, 40, 24, dtype=dtype, device=kernels).transpose(1, 2)
     weight_t = randn(40, 30, dtype=dtype, device=kernels, scale=40**-0.5)
     close(ops.matmul_bias_act(x, weight_t.T, None, "gelu"),
-                 matmul_bias_act_reference(x, weight_t.T, None, "gelu"), dtype, 4)
+          matmul_bias_act_reference(x, weight_t.T, None, "gelu"), dtype, 4)
 
 
 @pytest.mark.parametrize(("rows", "n_in", "hidden"), [(37, 50, 70), (1, 16, 1)])

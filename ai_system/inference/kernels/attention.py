@@ -42,11 +42,13 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
-def _flash_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, seq_len, n_keys, q_heads, groups, qk_scale,
+def _flash_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, lengths_ptr, out_ptr, seq_len, n_keys, q_heads, groups,
+                            qk_scale,
                             sq_b, sq_h, sq_s, sq_d, sk_b, sk_h, sk_s, sk_d, sv_b, sv_h, sv_s, sv_d,
                             sm_b, sm_h, sm_s, sm_k, so_b, so_h, so_s, so_d, head_dim,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                            CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, PRECISION: tl.constexpr):
+                            CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+                            PRECISION: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     batch = (tl.program_id(1) // q_heads).to(tl.int64)
     head = (tl.program_id(1) % q_heads).to(tl.int64)
@@ -62,15 +64,18 @@ def _flash_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, seq_len, n_k
     m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    end_n = n_keys
+    kv_len = n_keys
+    if HAS_LENGTHS:
+        kv_len = tl.minimum(tl.load(lengths_ptr + batch).to(tl.int32), n_keys)
+    end_n = kv_len
     if CAUSAL:
-        end_n = tl.minimum(n_keys, start_m + BLOCK_M)
+        end_n = tl.minimum(kv_len, start_m + BLOCK_M)
     for start_n in range(0, end_n, BLOCK_N):
         keys = start_n + offs_n
         k = tl.load(k_base + keys[None, :] * sk_s + offs_d[:, None] * sk_d,
                     mask=(keys[None, :] < n_keys) & (offs_d[:, None] < head_dim), other=0.0)
         scores = tl.dot(q, k, input_precision=PRECISION) * qk_scale
-        allowed = (keys[None, :] < n_keys) & (offs_m[:, None] >= 0)
+        allowed = (keys[None, :] < kv_len) & (offs_m[:, None] >= 0)
         if CAUSAL:
             allowed = allowed & (keys[None, :] <= offs_m[:, None])
         if HAS_MASK:
@@ -186,8 +191,10 @@ def _tile_sizes(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
 
 
 def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                     causal: bool) -> torch.Tensor:
+                     causal: bool, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Launch the prefill kernel on validated inputs; returns (batch, q_heads, seq, dim).
+
+    ``lengths`` (batch,), when given, stops each row's key loop at its filled cache prefix.
 
     The output is laid out (batch, seq, heads, dim) in memory, so the caller's
     ``transpose(1, 2).reshape(batch, seq, -1)`` is free.
@@ -199,11 +206,11 @@ def attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     block_m, block_n, warps, stages = _tile_sizes(head_dim, q.dtype)
     grid = (triton.cdiv(seq_len, block_m), batch * q_heads)
     flash_attention_kernel[grid](
-        q, k, v, mask_u8, out, seq_len, n_keys, q_heads, q_heads // k.shape[1], LOG2_E / math.sqrt(head_dim),
+        q, k, v, mask_u8, lengths, out, seq_len, n_keys, q_heads, q_heads // k.shape[1], LOG2_E / math.sqrt(head_dim),
         *q.stride(), *k.stride(), *v.stride(), *mask_strides, *out.stride(), head_dim,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-        CAUSAL=causal, HAS_MASK=mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=warps, num_stages=stages)
+        CAUSAL=causal, HAS_MASK=mask is not None, HAS_LENGTHS=lengths is not None,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", num_warps=warps, num_stages=stages)
     return out
 
 

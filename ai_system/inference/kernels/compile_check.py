@@ -89,6 +89,8 @@ def launches(dtype: torch.dtype) -> dict[str, Callable[[], Any]]:
         cases[f"attention causal d={head_dim}"] = lambda q=q, k=k, v=v: attention_triton(q, k, v, None, True)
         cases[f"attention masked d={head_dim}"] = (
             lambda q=q, k=k, v=v: attention_triton(q, k, v, mask(2, 1, 100, 100), False))
+        cases[f"attention causal, masked, lengths d={head_dim}"] = (
+            lambda q=q, k=k, v=v: attention_triton(q, k, v, mask(2, 1, 100, 100), True, torch.tensor([7, 100])))
         cases[f"decode, lengths d={head_dim}"] = (
             lambda q=q, c=cache: decode_attention_triton(q[:, :, :1], c, c, None, torch.tensor([5, 1000])))
         cases[f"decode, mask d={head_dim}"] = (
