@@ -33,8 +33,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("dtype", KERNEL_DTYPES, ids=[str(d).removeprefix("torch.") for d in KERNEL_DTYPES])
 
 
+@pytest.fixture(scope="session")
+def kernel_device() -> str:
+    """Where the kernels run: the GPU if there is one, else the CPU (with ``kernels`` turning on the interpreter)."""
+    return "cuda" if ON_GPU else "cpu"
+
+
 @pytest.fixture
-def kernels(monkeypatch: pytest.MonkeyPatch) -> str:
+def kernels(monkeypatch: pytest.MonkeyPatch, kernel_device: str) -> str:
     """The device whose tensors the ops send to Triton kernels here; turns the interpreter on for the CPU.
 
     Only these tests see ``TRITON_INTERPRET=1``, so other test areas keep the fast torch path.
@@ -47,7 +53,7 @@ def kernels(monkeypatch: pytest.MonkeyPatch) -> str:
             pytest.fail("triton was imported before TRITON_INTERPRET=1 was set, so its interpreter cannot run; "
                         "run the tests with TRITON_INTERPRET=1 in the environment")
         monkeypatch.setenv("TRITON_INTERPRET", "1")
-    return "cuda" if ON_GPU else "cpu"
+    return kernel_device
 
 
 @pytest.fixture
