@@ -18,8 +18,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
+import psutil
 import pytest
 import torch
 
@@ -45,8 +47,8 @@ WHERE = {"thread": "thread of the server process", "process": "child process of 
 
 
 @contextmanager
-def served(max_batch_size: int, engine: str = "thread") -> Iterator[str]:
-    """``ai-system serve`` in its own process on a free loopback port; SIGTERM afterwards."""
+def served(max_batch_size: int, engine: str = "thread") -> Iterator[tuple[str, int]]:
+    """``ai-system serve`` in its own process on a free loopback port, as (url, pid); SIGTERM afterwards."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -64,7 +66,7 @@ def served(max_batch_size: int, engine: str = "thread") -> Iterator[str]:
                 raise RuntimeError(f"server did not become ready: {log.read().decode(errors='replace')}")
             time.sleep(0.1)
         open_loop(url, rate=math.inf, count=2 * max_batch_size, prompt=PROMPT, max_tokens=MAX_TOKENS)
-        yield url
+        yield url, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -82,9 +84,10 @@ def ready(url: str) -> bool:
         return False
 
 
-def saturation(url: str, count: int) -> LoadReport:
+def saturation(url: str, count: int, stream: bool = True) -> LoadReport:
     """Everything at once: the server's throughput when it never waits for work."""
-    return open_loop(url, rate=math.inf, count=count, prompt=PROMPT, max_tokens=MAX_TOKENS, slo_s=SLO_S)
+    return open_loop(url, rate=math.inf, count=count, prompt=PROMPT, max_tokens=MAX_TOKENS, slo_s=SLO_S,
+                     stream=stream)
 
 
 def request_count(rate: float, seconds: float) -> int:
@@ -107,21 +110,49 @@ def best_under_slo(reports: list[LoadReport]) -> LoadReport | None:
     return max(meeting, key=lambda r: r.offered_qps) if meeting else None
 
 
-def best_of_alternating(url: str, count: int, rounds: int) -> tuple[LoadReport, float]:
-    """Served and offline saturation runs taken in turns; the best of each.
+@dataclass(frozen=True)
+class Overhead:
+    """Served vs offline saturation runs: the best throughput of each, and CPU seconds per request."""
+
+    served: LoadReport
+    offline_rps: float
+    served_cpu_s: float
+    offline_cpu_s: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (the engine child, if any)."""
+    process = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in (process, *process.children(recursive=True)))
+
+
+def best_of_alternating(url: str, pid: int, count: int, rounds: int, stream: bool = True) -> Overhead:
+    """Served and offline saturation runs taken in turns.
 
     Other work on a shared machine only ever slows a run down, so the fastest of a few interleaved
-    runs is the fairest pair to compare.
+    runs is the fairest pair to compare. CPU time per request barely depends on that other work, so
+    it is a second, steadier view of the same overhead.
     """
-    served_runs, offline_runs = [], []
+    served_runs, offline_runs, served_cpu = [], [], 0.0
     for _ in range(rounds):
         offline_runs.append(offline_throughput(count))
-        served_runs.append(saturation(url, count))
-    return max(served_runs, key=lambda r: r.throughput_rps), max(offline_runs)
+        before = cpu_seconds(pid)
+        served_runs.append(saturation(url, count, stream))
+        served_cpu += cpu_seconds(pid) - before
+    return Overhead(served=max(served_runs, key=lambda r: r.throughput_rps),
+                    offline_rps=max(run.rps for run in offline_runs), served_cpu_s=served_cpu / (rounds * count),
+                    offline_cpu_s=sum(run.cpu_s for run in offline_runs) / (rounds * count))
 
 
-def offline_throughput(count: int, model: str = MODEL, batch: int = DYNAMIC_BATCH, device: str = "cpu") -> float:
-    """Requests/s of the engine in this process with every request queued at once (no HTTP)."""
+@dataclass(frozen=True)
+class OfflineRun:
+    rps: float
+    cpu_s: float
+
+
+def offline_throughput(count: int, model: str = MODEL, batch: int = DYNAMIC_BATCH, device: str = "cpu"
+                       ) -> OfflineRun:
+    """The engine in this process with every request queued at once (no HTTP): requests/s and CPU s."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -130,13 +161,13 @@ def offline_throughput(count: int, model: str = MODEL, batch: int = DYNAMIC_BATC
         engine.start()
         params = SamplingParams(max_new_tokens=MAX_TOKENS)
         submit_and_wait(engine, [list(PROMPT.encode())] * (2 * batch), params)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         submit_and_wait(engine, [list(PROMPT.encode())] * count, params)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         engine.stop()
     finally:
         torch.set_num_threads(threads)
-    return count / elapsed
+    return OfflineRun(rps=count / elapsed, cpu_s=cpu)
 
 
 def record_curve(record, reports: list[LoadReport], batching: str) -> None:
@@ -173,19 +204,20 @@ def test_serving_latency_throughput_curve(benchmark, record, profile):
     seconds = profile.pick(quick=1.0, full=10.0)
     burst = profile.pick(quick=100, full=1000)
     results: dict[str, tuple[LoadReport, list[LoadReport]]] = {}
-    offline: dict[str, float] = {}
+    overhead: dict[tuple[str, bool], Overhead] = {}
     bursty: dict[str, LoadReport] = {}
-    child_process: dict[str, LoadReport] = {}
 
     def run() -> None:
-        with served(DYNAMIC_BATCH, engine="process") as url:
-            child_process["saturated"], offline["process"] = best_of_alternating(url, burst, rounds=2)
+        with served(DYNAMIC_BATCH, engine="process") as (url, pid):
+            overhead["process", True] = best_of_alternating(url, pid, burst, rounds=2)
         for batching, batch in (("dynamic", DYNAMIC_BATCH), ("off", 1)):
-            with served(batch) as url:
+            with served(batch) as (url, pid):
                 if batch == 1:
                     saturated = saturation(url, burst // 4)
                 else:
-                    saturated, offline["thread"] = best_of_alternating(url, burst, rounds=2)
+                    overhead["thread", True] = best_of_alternating(url, pid, burst, rounds=2)
+                    overhead["thread", False] = best_of_alternating(url, pid, burst, rounds=2, stream=False)
+                    saturated = overhead["thread", True].served
                 results[batching] = (saturated, sweep(url, saturated.throughput_rps, seconds))
                 if batch > 1:
                     rate = round(0.5 * saturated.throughput_rps, 1)
@@ -216,16 +248,29 @@ def test_serving_latency_throughput_curve(benchmark, record, profile):
            params={"qps": report.offered_qps, "batching": "dynamic", "burstiness": BURSTY},
            description=f"p99 at half the saturation rate with Gamma gaps of shape {BURSTY} (coefficient of "
                        f"variation {BURSTY ** -0.5:.0f}, Poisson is 1); {report.failed} failed")
-    best_offline = max(offline.values())
+    best_offline = max(run.offline_rps for run in overhead.values())
     overhead_params = {"batch": DYNAMIC_BATCH, "requests": burst}
     record(name="serving_offline_throughput", value=best_offline, unit="req/s", better="higher",
            area="serving", scale=SCALE, params=overhead_params,
-           description="engine in this process, one torch thread, all requests queued at once, no HTTP; best of 4")
-    for engine, saturated in (("thread", results["dynamic"][0]), ("process", child_process["saturated"])):
-        record(name="serving_served_over_offline", value=saturated.throughput_rps / best_offline, unit="ratio",
-               better="higher", area="serving", scale=SCALE, params={**overhead_params, "engine": engine},
-               description=f"served throughput at saturation (HTTP/SSE, engine in a {WHERE[engine]}, same "
+           description="engine in this process, one torch thread, all requests queued at once, no HTTP; best of 6")
+    record(name="serving_cpu_per_request", value=1e3 * sum(r.offline_cpu_s for r in overhead.values()) / len(overhead),
+           unit="ms CPU", better="lower", area="serving", scale=SCALE, params={**overhead_params, "path": "offline"},
+           description="CPU time of the engine's process per request, offline (mean of 6 runs)")
+    for (engine, stream), run in overhead.items():
+        params = {**overhead_params, "engine": engine, "stream": stream}
+        answer = "SSE, one event per token" if stream else "one JSON body"
+        record(name="serving_served_over_offline", value=run.served.throughput_rps / best_offline, unit="ratio",
+               better="higher", area="serving", scale=SCALE, params=params,
+               description=f"served throughput at saturation (HTTP, {answer}, engine in a {WHERE[engine]}, same "
                            "requests sent at once, best of 2) / offline (goal >= 0.85); the client shares the CPUs")
+        record(name="serving_cpu_per_request", value=1e3 * run.served_cpu_s, unit="ms CPU", better="lower",
+               area="serving", scale=SCALE, params={**params, "path": "served"},
+               description=f"CPU time of the server process{' and its engine child' if engine == 'process' else ''} "
+                           "per request at saturation (mean of 2 runs), HTTP and SSE included")
+        record(name="serving_cpu_efficiency", value=run.offline_cpu_s / run.served_cpu_s, unit="ratio",
+               better="higher", area="serving", scale=SCALE, params=params,
+               description="offline / served CPU per request: the throughput ratio CPU alone would allow, "
+                           "steadier than wall-clock ratios on a shared machine")
     dynamic, single = best["dynamic"], best["off"]
     if dynamic is not None and single is not None:
         record(name="serving_batching_gain_at_slo", value=dynamic.offered_qps / single.offered_qps, unit="x",
@@ -312,7 +357,7 @@ def test_serving_offline_throughput_gpu(benchmark, record, model):
     """The engine alone on a CUDA device: requests/s with 64 slots, every request queued at once."""
     batch, count = 64, 2048
     measured = {}
-    benchmark.pedantic(lambda: measured.update(rps=offline_throughput(count, model, batch, "cuda")),
+    benchmark.pedantic(lambda: measured.update(rps=offline_throughput(count, model, batch, "cuda").rps),
                        rounds=1, iterations=1)
     record(name="serving_offline_throughput_gpu", value=measured["rps"], unit="req/s", better="higher",
            area="serving", scale=f"{model} model, {len(PROMPT)}-byte prompt, {MAX_TOKENS} output tokens",

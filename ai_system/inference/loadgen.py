@@ -135,7 +135,7 @@ async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
 
 
 async def _send(host: str, port: int, request: bytes, t0: float) -> RequestRecord:
-    """One streaming completion on its own connection, timed from send to ``[DONE]``.
+    """One completion on its own connection, timed from send to ``[DONE]`` (or to the whole JSON body).
 
     A bare HTTP/1.1 client on asyncio streams: at hundreds of requests per second a general-purpose
     client's own CPU time would be the bottleneck on a two-core machine and inflate the latencies.
@@ -150,6 +150,9 @@ async def _send(host: str, port: int, request: bytes, t0: float) -> RequestRecor
         if status != 200:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             return RequestRecord(sent, time.perf_counter() - t0, None, 0, status, body.decode(errors="replace")[:200])
+        if "content-length" in headers:
+            body = json.loads(await reader.readexactly(int(headers["content-length"])))
+            return RequestRecord(sent, time.perf_counter() - t0, None, body["usage"]["completion_tokens"], 200)
         pending = b""
         async for chunk in _chunks(reader):
             pending += chunk
@@ -172,22 +175,25 @@ async def _send(host: str, port: int, request: bytes, t0: float) -> RequestRecor
     return RequestRecord(sent, time.perf_counter() - t0, first_token, tokens, 200)
 
 
-def completion_request(host: str, port: int, prompt: str, max_tokens: int) -> bytes:
-    """The raw bytes of a streaming ``POST /v1/completions`` that closes its connection afterwards."""
-    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "stream": True}).encode()
+def completion_request(host: str, port: int, prompt: str, max_tokens: int, stream: bool = True) -> bytes:
+    """The raw bytes of a ``POST /v1/completions`` that closes its connection afterwards."""
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "stream": stream}).encode()
     head = (f"POST /v1/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     return head.encode() + body
 
 
 async def open_loop_async(base_url: str, rate: float, count: int, prompt: str, max_tokens: int,
-                          burstiness: float = 1.0, seed: int = 0, timeout_s: float = 60.0
+                          burstiness: float = 1.0, seed: int = 0, timeout_s: float = 60.0, stream: bool = True
                           ) -> list[RequestRecord]:
-    """Fire ``count`` streaming completions at their scheduled times; never waits on the server to send."""
+    """Fire ``count`` completions at their scheduled times; never waits on the server to send.
+
+    Without ``stream`` the server answers with one JSON body, so there is no time to first token.
+    """
     url = urlsplit(base_url)
     if url.scheme != "http" or url.hostname is None or url.port is None:
         raise ValueError(f"base_url must look like http://host:port, got {base_url!r}")
-    request = completion_request(url.hostname, url.port, prompt, max_tokens)
+    request = completion_request(url.hostname, url.port, prompt, max_tokens, stream)
     schedule = arrival_times(rate, count, burstiness, seed)
     t0 = time.perf_counter()
     tasks = []
@@ -204,9 +210,10 @@ async def open_loop_async(base_url: str, rate: float, count: int, prompt: str, m
 
 
 def open_loop(base_url: str, rate: float, count: int, prompt: str, max_tokens: int, burstiness: float = 1.0,
-              seed: int = 0, slo_s: float = 0.05, timeout_s: float = 60.0) -> LoadReport:
+              seed: int = 0, slo_s: float = 0.05, timeout_s: float = 60.0, stream: bool = True) -> LoadReport:
     """Run the open-loop client and summarize it (see ``open_loop_async``)."""
-    records = asyncio.run(open_loop_async(base_url, rate, count, prompt, max_tokens, burstiness, seed, timeout_s))
+    records = asyncio.run(open_loop_async(base_url, rate, count, prompt, max_tokens, burstiness, seed, timeout_s,
+                                          stream))
     return LoadReport.from_records(records, rate, slo_s)
 
 
@@ -309,7 +316,7 @@ def parse_mlperf_summary(scenario: str, summary: str) -> MLPerfResult:
 def loadtest(args: argparse.Namespace) -> int:
     """``ai-system loadtest``: open-loop load against a running server; prints the report as JSON."""
     report = open_loop(args.url, rate=args.rate, count=args.count, prompt=args.prompt, max_tokens=args.max_tokens,
-                       burstiness=args.burstiness, seed=args.seed, slo_s=args.slo_ms / 1000)
+                       burstiness=args.burstiness, seed=args.seed, slo_s=args.slo_ms / 1000, stream=args.stream)
     print(json.dumps(asdict(report), indent=2))
     return 0 if report.failed == 0 else 1
 
@@ -325,4 +332,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape of the gaps: 1 = Poisson")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--slo-ms", type=float, default=50.0, help="latency bound for goodput")
+    parser.add_argument("--no-stream", dest="stream", action="store_false",
+                        help="ask for whole JSON answers instead of server-sent events (no TTFT then)")
     parser.set_defaults(func=loadtest)

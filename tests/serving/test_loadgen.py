@@ -63,6 +63,12 @@ def test_open_loop_run_against_the_server_loses_nothing(server):
     assert 0 < report.ttft_p50_s <= report.latency_p50_s <= report.latency_p99_s
 
 
+def test_open_loop_without_streaming_counts_tokens_from_usage(server):
+    report = open_loop(server.url, rate=40.0, count=10, prompt="whole", max_tokens=3, stream=False, slo_s=5.0)
+    assert report.completed == 10 and report.tokens_per_s == pytest.approx(3 * report.throughput_rps)
+    assert math.isnan(report.ttft_p50_s)
+
+
 def test_offline_submission_returns_every_request_complete():
     engine = Engine(load_model("debug"), EngineConfig(max_batch_size=4, max_queue_size=32)).start()
     try:
