@@ -17,13 +17,25 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
 
-from ai_system.inference.kernels import Kernel, interpreting
+from ai_system.inference.kernels import (
+    Kernel,
+    attention,
+    interpreting,
+    layernorm,
+    matmul,
+    rmsnorm,
+    rope,
+    similarity_topk,
+    softmax,
+    swiglu,
+)
 from ai_system.inference.kernels.attention import attention_triton, decode_attention_triton
 from ai_system.inference.kernels.layernorm import layer_norm_triton
 from ai_system.inference.kernels.matmul import matmul_bias_act_triton, swiglu_matmul_triton
@@ -32,6 +44,9 @@ from ai_system.inference.kernels.rope import rope_triton
 from ai_system.inference.kernels.similarity_topk import similarity_topk_triton
 from ai_system.inference.kernels.softmax import softmax_triton
 from ai_system.inference.kernels.swiglu import swiglu_triton
+
+KERNEL_MODULES: tuple[ModuleType, ...] = (attention, layernorm, matmul, rmsnorm, rope, similarity_topk, softmax,
+                                          swiglu)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
@@ -103,6 +118,7 @@ def compile_all(arch: int, dtypes: list[str], report: Callable[[str], None] = pr
     if interpreting():
         raise RuntimeError("TRITON_INTERPRET=1 is set: run compile_check in a process without it")
     compiled: list[Any] = []
+    covered: set[str] = set()
     failures = 0
     driver = triton.runtime.driver
     previous_driver = getattr(driver, "_active", None)
@@ -113,6 +129,7 @@ def compile_all(arch: int, dtypes: list[str], report: Callable[[str], None] = pr
     def keep(self: Any, *args: Any, **kwargs: Any) -> Any:
         kernel = original_warmup(self, *args, **kwargs)
         compiled.append(kernel)
+        covered.add(self.fn.__name__)
         return kernel
 
     triton.runtime.jit.JITFunction.warmup = keep
@@ -133,6 +150,11 @@ def compile_all(arch: int, dtypes: list[str], report: Callable[[str], None] = pr
                     report(f"FAIL {dtype_name} {name}: {shared} bytes of shared memory > sm_{arch}'s {limit}")
                 else:
                     report(f"ok   {dtype_name} {name}: {len(compiled)} kernel(s), {shared} bytes shared memory")
+        every_kernel = {value.fn.__name__ for module in KERNEL_MODULES for value in vars(module).values()
+                        if isinstance(value, Kernel)}
+        for name in sorted(every_kernel - covered):
+            failures += 1
+            report(f"FAIL {name}: no launch in compile_check covers this kernel; add one to launches()")
     finally:
         triton.runtime.jit.JITFunction.warmup = original_warmup
         Kernel.compile_only = False
