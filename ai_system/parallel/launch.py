@@ -7,8 +7,8 @@ small gloo (CPU) or NCCL (GPU) group on this machine and get rank 0's answer bac
 from __future__ import annotations
 
 import os
+import pickle
 import socket
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -33,9 +33,8 @@ def _worker(rank: int, world_size: int, port: int, backend: str, fn: Callable[..
     dist.init_process_group(backend, rank=rank, world_size=world_size)
     try:
         result = fn(*args)
-        results.put((rank, "ok", result))
-    except BaseException:
-        results.put((rank, "error", traceback.format_exc()))
+        if rank == 0:
+            results.put(pickle.dumps(result))
     finally:
         dist.destroy_process_group()
 
@@ -43,21 +42,26 @@ def _worker(rank: int, world_size: int, port: int, backend: str, fn: Callable[..
 def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "gloo") -> Any:
     """Run ``fn(*args)`` on ``world_size`` spawned ranks and return rank 0's result.
 
-    ``fn`` must be importable (module level) so the spawned processes can unpickle it; any rank's
-    exception is re-raised here with its traceback.
+    ``fn`` must be importable (module level) so the spawned processes can unpickle it. When a rank
+    raises, the others are terminated (they may be waiting for it in a collective) and the error is
+    raised here with that rank's traceback. The answer travels pickled by value (tensors included,
+    not as shared memory that dies with the rank) and is read while the ranks run, so a large one
+    cannot block rank 0 on a full pipe.
     """
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, got {world_size}")
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
-    context = mp.get_context("spawn")
-    results = context.SimpleQueue()
-    mp.start_processes(_worker, args=(world_size, free_port(), backend, fn, args, results),
-                       nprocs=world_size, join=True, start_method="spawn")
-    answers = {}
+    results = mp.get_context("spawn").SimpleQueue()
+    context = mp.start_processes(_worker, args=(world_size, free_port(), backend, fn, args, results),
+                                 nprocs=world_size, join=False, start_method="spawn")
+    answers = []
+    try:
+        while not context.join(timeout=0.1):
+            if not results.empty():
+                answers.append(results.get())
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as error:
+        raise RuntimeError(f"a rank of {world_size} failed:\n{error}") from None
     while not results.empty():
-        rank, status, value = results.get()
-        if status == "error":
-            raise RuntimeError(f"rank {rank} failed:\n{value}")
-        answers[rank] = value
-    return answers[0]
+        answers.append(results.get())
+    return pickle.loads(answers[0])

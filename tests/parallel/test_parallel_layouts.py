@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from ai_system.models.config import get_config
 from ai_system.models.transformer import Transformer
@@ -49,8 +51,28 @@ def _fail() -> None:
     raise ValueError("boom on purpose")
 
 
+def _fail_on_rank_one() -> None:
+    if dist.get_rank() == 1:
+        raise ValueError("boom on purpose")
+    dist.barrier()
+
+
+def _large_answer() -> torch.Tensor:
+    return torch.full((1 << 20,), float(dist.get_rank()))
+
+
+def test_launcher_returns_rank_zeros_answer_by_value() -> None:
+    answer = run_distributed(_large_answer, 2)
+    assert answer.shape == (1 << 20,) and answer.abs().sum() == 0
+
+
 def test_launcher_reports_a_rank_failure() -> None:
     with pytest.raises(RuntimeError, match="boom on purpose"):
         run_distributed(_fail, 2)
+
+
+def test_launcher_does_not_hang_when_one_rank_fails_mid_collective() -> None:
+    with pytest.raises(RuntimeError, match="a rank of 2 failed"):
+        run_distributed(_fail_on_rank_one, 2)
     with pytest.raises(ValueError, match="world_size"):
-        run_distributed(_fail, 0)
+        run_distributed(_fail_on_rank_one, 0)
