@@ -271,3 +271,36 @@ def measure_bubble(spec: RunSpec, schedule: str, n_microbatches: int, repeats: i
 def measure_bubbles(cases: list[tuple[RunSpec, str, int]]) -> list[dict[str, float]]:
     """``measure_bubble`` for several (spec, schedule, micro-batches) cases in one process group."""
     return [measure_bubble(spec, schedule, n_microbatches) for spec, schedule, n_microbatches in cases]
+
+
+def time_tensor_parallel_variants(spec: RunSpec, repeats: int = 3) -> dict[str, float]:
+    """Median forward+backward seconds of one batch: unsharded, explicit collectives, DTensor plan
+    without and with sequence parallelism (the last two also shard embedding and head).
+
+    Run on every rank of the tensor-parallel group; the unsharded model runs on each rank alone.
+    """
+    torch.manual_seed(spec.seed)
+    reference = Transformer(spec.config).to(spec.torch_device)
+    mesh = layout_mesh(Layout(tp=dist.get_world_size()), spec.torch_device.type)
+    variants = {
+        "unsharded": copy.deepcopy(reference),
+        "explicit": shard_explicitly(copy.deepcopy(reference)),
+        "dtensor": parallelize_stage(copy.deepcopy(reference), mesh, Layout(tp=mesh.size(), sequence_parallel=False)),
+        "dtensor-sp": parallelize_stage(copy.deepcopy(reference), mesh, Layout(tp=mesh.size())),
+    }
+    inputs, targets = batch_tokens(spec)
+    seconds = {}
+    for name, model in variants.items():
+        samples = []
+        for _ in range(repeats + 1):
+            dist.barrier()
+            start = time.perf_counter()
+            logits = model(inputs)
+            loss = vocab_parallel_cross_entropy(logits, targets)
+            backward_vocab_parallel(loss) if isinstance(logits, DTensor) else loss.backward()
+            synchronize(spec.torch_device)
+            samples.append(time.perf_counter() - start)
+        elapsed = torch.tensor(statistics.median(samples[1:]))
+        dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+        seconds[name] = elapsed.item()
+    return seconds
