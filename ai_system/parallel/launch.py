@@ -35,6 +35,8 @@ def _worker(rank: int, world_size: int, port: int, backend: str, fn: Callable[..
         result = fn(*args)
         if rank == 0:
             results.put(pickle.dumps(result))
+        # No rank may tear down its gloo pairs while a peer still has point-to-point work in flight.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
