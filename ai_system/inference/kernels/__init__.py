@@ -4,7 +4,7 @@ Kernels are written as plain functions and compiled through ``Kernel`` on first 
 choice between Triton's JIT (CUDA) and its CPU interpreter follows ``TRITON_INTERPRET`` at launch
 time, not when this package was imported. Triton's own standard library (``tl.max``, ``tl.sum``)
 is still fixed when ``triton`` is first imported: the interpreter works only if
-``TRITON_INTERPRET=1`` was set by then (``tests/inference/conftest.py`` arranges it).
+``TRITON_INTERPRET=1`` was set by then (``tests/conftest.py`` arranges it).
 """
 
 from __future__ import annotations
