@@ -30,6 +30,7 @@ from ai_system.training.parallel import (
     Runtime,
     all_reduce_mean,
     all_reduce_sum,
+    barrier,
     init_runtime,
     prepare_model,
     set_gradient_sync,
@@ -124,7 +125,10 @@ def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) training; under torchrun, call it on every rank."""
     runtime = init_runtime()
     try:
-        return run_training(config, runtime)
+        result = run_training(config, runtime)
+        # No rank may tear down its gloo pairs while a peer still has work in flight with it.
+        barrier(runtime)
+        return result
     finally:
         shutdown(runtime)
 
