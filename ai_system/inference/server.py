@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -266,6 +266,43 @@ async def _collect(events: asyncio.Queue[Event]) -> Event:
         event = await events.get()
         if event.kind != "token":
             return event
+
+
+class ThreadedServer:
+    """uvicorn serving ``app`` on loopback from a background thread, for tests, benchmarks and case studies.
+
+    Port 0 takes a free port; ``url`` is set once ``start`` returns. ``ready`` lets the caller wait
+    for more than the socket, such as an engine that is still loading its model.
+    """
+
+    def __init__(self, app: FastAPI, port: int = 0, graceful_timeout_s: float | None = None) -> None:
+        options = {} if graceful_timeout_s is None else {"timeout_graceful_shutdown": max(1, round(graceful_timeout_s))}
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                    access_log=False, **options))
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        self.url = ""
+
+    def start(self, timeout_s: float = 30.0, ready: Callable[[], bool] = lambda: True) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not (self.server.started and ready()):
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start within {timeout_s} s")
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
+        return self.url
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+
+    def __enter__(self) -> ThreadedServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def build_engine(spec: ModelSpec, engine_config: EngineConfig | None = None, in_process: bool = False

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import torch
 
+from ai_system.inference.server import ThreadedServer
 from ai_system.recsys.data import (
     N_DENSE,
     PlantedWorld,
@@ -30,9 +31,9 @@ from ai_system.recsys.data import (
 )
 from ai_system.recsys.embedded import EmbeddedStore
 from ai_system.recsys.models import DLRM, StoreTable, TwoTower
-from ai_system.recsys.redis_server import free_port, redis_benchmark_get_rate, redis_node
+from ai_system.recsys.redis_server import redis_benchmark_get_rate, redis_node
 from ai_system.recsys.redis_store import RedisStore, row_dtype
-from ai_system.recsys.serving import Recommender, create_app, measure_freshness, serve_in_thread
+from ai_system.recsys.serving import Recommender, create_app, measure_freshness
 from ai_system.recsys.sizing import SizingInputs, project
 from ai_system.recsys.store import EmbeddingStore
 from ai_system.recsys.training import (
@@ -108,7 +109,7 @@ def online_freshness(trainer: TwoTowerTrainer, world: PlantedWorld, probes: int,
                               item_refresh_s=item_refresh_s, model_lock=trainer.lock)
     recommender.start()
     try:
-        with serve_in_thread(create_app(recommender), free_port()) as url, httpx.Client(base_url=url) as client:
+        with ThreadedServer(create_app(recommender)) as http, httpx.Client(base_url=http.url) as client:
             online = OnlineTrainer(trainer, world, interaction_stream(world, 256, seed=7)).start()
             try:
                 latencies = measure_freshness(client, recommender, probes)

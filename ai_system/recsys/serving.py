@@ -14,12 +14,10 @@ import contextlib
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import torch
-import uvicorn
 from fastapi import FastAPI, HTTPException, Path, Query
 
 from ai_system.recsys.models import TwoTower
@@ -107,24 +105,6 @@ def create_app(recommender: Recommender) -> FastAPI:
             raise HTTPException(status_code=503, detail=str(error)) from error
 
     return app
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: FastAPI, port: int) -> Iterator[str]:
-    """Run uvicorn on loopback in a thread; yields the base URL and shuts down on exit."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="recommender-http", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"recommender server on port {port} did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join()
 
 
 def row_fingerprint(row: torch.Tensor) -> int:

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from ai_system.inference.server import ThreadedServer
 from ai_system.recsys.data import make_world
 from ai_system.recsys.embedded import EmbeddedStore
 from ai_system.recsys.models import TwoTower
-from ai_system.recsys.redis_server import MISSING_REDIS, RedisServer, free_port, redis_available
+from ai_system.recsys.redis_server import MISSING_REDIS, RedisServer, redis_available
 from ai_system.recsys.redis_store import RedisStore
-from ai_system.recsys.serving import Recommender, create_app, measure_freshness, serve_in_thread
+from ai_system.recsys.serving import Recommender, create_app, measure_freshness
 from ai_system.recsys.store import EmbeddingStore
 
 DIM = 8
@@ -31,7 +32,7 @@ def embedded_service():
     world = make_world(50, 30, seed=0)
     recommender = serve(EmbeddedStore(DIM), EmbeddedStore(DIM), world)
     try:
-        with serve_in_thread(create_app(recommender), free_port()) as url, httpx.Client(base_url=url) as client:
+        with ThreadedServer(create_app(recommender)) as http, httpx.Client(base_url=http.url) as client:
             yield client, recommender, world
     finally:
         recommender.stop()
@@ -86,7 +87,7 @@ def test_store_outage_answers_503_and_recovers(tmp_path):
         recommender = serve(users, RedisStore(server.client(), DIM, table="items"), world)
         user = int(world.user_ids[0])
         users.update([user], np.ones((1, DIM)))
-        with serve_in_thread(create_app(recommender), free_port()) as url, httpx.Client(base_url=url) as client:
+        with ThreadedServer(create_app(recommender)) as http, httpx.Client(base_url=http.url) as client:
             assert client.get(f"/recommend/{user}").json()["cold_start"] is False
             server.kill()
             response = client.get(f"/recommend/{user}")

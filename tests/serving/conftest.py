@@ -18,7 +18,7 @@ import torch
 import uvicorn
 
 from ai_system.inference.engine import Engine, EngineConfig, Event, load_model
-from ai_system.inference.server import create_app
+from ai_system.inference.server import ThreadedServer, create_app
 
 
 def slow_down(model: torch.nn.Module, seconds: float) -> torch.nn.Module:
@@ -80,19 +80,9 @@ def running_server(engine_config: EngineConfig, step_delay_s: float = 0.0,
     if step_delay_s:
         slow_down(model, step_delay_s)
     engine = Engine(model, engine_config)
-    app = create_app(engine, "debug", drain_timeout=drain_timeout)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=int(drain_timeout))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not (server.started and engine.ready):
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start within 30 s")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    running = RunningServer(f"http://127.0.0.1:{port}", engine, server, thread)
+    http = ThreadedServer(create_app(engine, "debug", drain_timeout=drain_timeout), graceful_timeout_s=drain_timeout)
+    url = http.start(ready=lambda: engine.ready)
+    running = RunningServer(url, engine, http.server, http.thread)
     try:
         yield running
     finally:
