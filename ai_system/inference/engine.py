@@ -1,12 +1,12 @@
 """A dynamic-batching inference engine: bounded queue, batched prefill, continuous decode batching.
 
-The model holds one KV cache whose batch rows are *slots*. Every iteration runs one forward over all
-slots, each row at its own cache positions: rows still reading their prompt feed a chunk of it
-(chunked prefill), rows that are generating feed their last token, empty rows feed padding. A new
-request takes a free slot at the next iteration, and a finished or cancelled one frees its slot at
-once, so a long generation never holds up a short one (iteration-level scheduling, as in Orca,
-Yu et al., OSDI 2022; prompt chunks bound the stall a long prompt adds, as in Sarathi, Agrawal et
-al., 2023).
+The model holds one KV cache whose batch rows are *slots*. Every iteration runs one forward over the
+slots up to the last busy one, each row at its own cache positions: rows still reading their prompt
+feed a chunk of it (chunked prefill), rows that are generating feed their last token, empty rows
+feed padding. A new request takes the lowest free slot at the next iteration, and a finished or
+cancelled one frees its slot at once, so a long generation never holds up a short one
+(iteration-level scheduling, as in Orca, Yu et al., OSDI 2022; prompt chunks bound the stall a
+long prompt adds, as in Sarathi, Agrawal et al., 2023).
 
 Padding never corrupts a slot: padded tokens write to the cache's last position, a scratch slot no
 request may reach (prompt + max_new_tokens <= cache length), and every real token writes its own
@@ -304,10 +304,15 @@ class Engine:
 
     @torch.inference_mode()
     def _step(self) -> None:
-        """One forward over every slot, then one sampled token for each row that finished its prompt."""
+        """One forward over the slots up to the last busy one, then a token for each row past its prompt.
+
+        Requests take the lowest free slots, so under light load the forward covers a few rows, not
+        ``max_batch_size`` of them.
+        """
         start = time.perf_counter()
+        in_use = self._slots[:1 + max(row for row, request in enumerate(self._slots) if request is not None)]
         feeds: list[list[int]] = []
-        for request in self._slots:
+        for request in in_use:
             if request is None:
                 feeds.append([])
             elif request.prefilled < len(request.prompt):
@@ -315,10 +320,10 @@ class Engine:
             else:
                 feeds.append([request.generated[-1]])
         width = max(len(feed) for feed in feeds)
-        slots = len(self._slots)
+        slots = len(in_use)
         tokens = torch.zeros(slots, width, dtype=torch.long)
         positions = torch.full((slots, width), self.scratch_position, dtype=torch.long)
-        for row, (request, feed) in enumerate(zip(self._slots, feeds, strict=True)):
+        for row, (request, feed) in enumerate(zip(in_use, feeds, strict=True)):
             if feed:
                 tokens[row, :len(feed)] = torch.tensor(feed)
                 positions[row, :len(feed)] = torch.arange(request.next_position,
@@ -329,7 +334,7 @@ class Engine:
 
         emitting: list[int] = []
         prefill_tokens = decode_tokens = 0
-        for row, (request, feed) in enumerate(zip(self._slots, feeds, strict=True)):
+        for row, (request, feed) in enumerate(zip(in_use, feeds, strict=True)):
             if request is None:
                 continue
             if request.prefilled < len(request.prompt):

@@ -58,21 +58,27 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (batch, heads, seq, head_dim) at ``positions`` and return the whole cache.
+        """Write k, v (batch, heads, seq, head_dim) at ``positions`` and return the cache rows in use.
 
         ``positions`` is (seq,) when every row writes at the same place, or (batch, seq) when rows
-        are at different points of their sequences (continuous batching, ragged prompts).
+        are at different points of their sequences (continuous batching, ragged prompts). A batch
+        smaller than the cache uses its first rows, so a server with few requests in flight computes
+        only those.
         """
         if int(positions.max()) >= self.k.shape[2]:
             raise ValueError(f"position {int(positions.max())} is beyond the cache length {self.k.shape[2]}")
+        batch = k.shape[0]
+        if batch > self.k.shape[0]:
+            raise ValueError(f"batch of {batch} rows does not fit a KV cache of {self.k.shape[0]} rows")
+        keys, values = self.k[:batch], self.v[:batch]
         if positions.dim() == 1:
-            self.k[:, :, positions] = k.to(self.k.dtype)
-            self.v[:, :, positions] = v.to(self.v.dtype)
+            keys[:, :, positions] = k.to(keys.dtype)
+            values[:, :, positions] = v.to(values.dtype)
         else:
-            rows = torch.arange(k.shape[0], device=k.device).unsqueeze(1)
-            self.k[rows, :, positions] = k.transpose(1, 2).to(self.k.dtype)
-            self.v[rows, :, positions] = v.transpose(1, 2).to(self.v.dtype)
-        return self.k, self.v
+            rows = torch.arange(batch, device=k.device).unsqueeze(1)
+            keys[rows, :, positions] = k.transpose(1, 2).to(keys.dtype)
+            values[rows, :, positions] = v.transpose(1, 2).to(values.dtype)
+        return keys, values
 
 
 class Attention(nn.Module):
