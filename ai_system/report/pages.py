@@ -195,15 +195,10 @@ def area_page(area: str, rows: list[Row], skipped: list[Skipped], image_dir: Pat
             [[row.metric.name, format_params(row.metric.params), format_value(row.metric.value), row.metric.unit,
               row.metric.better, row.metric.scale, row.metric.kind, row.run.short_commit] for row in hardware_rows],
         )
-        described = [row for row in hardware_rows if row.metric.description or row.metric.projection]
-        if described:
-            lines += [""]
-            for row in described:
-                text = f"- `{row.metric.name}`: {row.metric.description}".rstrip(": ")
-                if row.metric.projection is not None:
-                    inputs = ", ".join(f"{key}={value}" for key, value in row.metric.projection.inputs.items())
-                    text += f" — projected by *{row.metric.projection.model}* from {inputs}"
-                lines.append(text)
+        notes = list(dict.fromkeys(_note(row.metric) for row in hardware_rows
+                                   if row.metric.description or row.metric.projection))
+        if notes:
+            lines += ["", *notes]
         missing = sorted({(skip.test, skip.reason) for skip in skipped
                           if skip.area == area and skip.run.hardware_slug == hardware_slug})
         if missing:
@@ -211,6 +206,15 @@ def area_page(area: str, rows: list[Row], skipped: list[Skipped], image_dir: Pat
             lines += [f"- `{test}`: {reason}" for test, reason in missing]
     lines += _plots(area, newest, rows, image_dir)
     return "\n".join(lines) + "\n"
+
+
+def _note(metric: Metric) -> str:
+    """One bullet saying what a figure is; figures that differ only in parameters share it."""
+    text = f"- `{metric.name}`: {metric.description}".rstrip(": ")
+    if metric.projection is not None:
+        inputs = ", ".join(f"{key}={value}" for key, value in metric.projection.inputs.items())
+        text += f" — projected by *{metric.projection.model}* from {inputs}"
+    return text
 
 
 def _plots(area: str, newest: list[Row], rows: list[Row], image_dir: Path) -> list[str]:

@@ -38,7 +38,8 @@ PROJECTED = Metric(name="train_samples_per_s_32gpu", value=12345.678, unit="samp
                    area="training", scale="32 GPUs", kind="projected", seed_row="training_throughput",
                    projection=Projection(model="FSDP comm model", inputs={"per_gpu": 400.0}))
 BANDWIDTH = [Metric(name="softmax_bw", value=value, unit="GB/s", better="higher", area="inference", scale="rows",
-                    params={"width": width}, x="width") for width, value in ((1024, 10.0), (4096, 20.0))]
+                    params={"width": width}, x="width", description="read + write bytes per second")
+             for width, value in ((1024, 10.0), (4096, 20.0))]
 CURVE = Metric(name="loss_curve", value=1.25, unit="nats", better="lower", area="training", scale="debug",
                curve={"step": [1, 2, 3], "loss": [3.0, 2.0, 1.25]})
 
@@ -76,6 +77,7 @@ def test_report_writes_pages_and_plots(results, tmp_path):
     inference = (out / "inference.md").read_text()
     assert "| softmax_bw | width=4096 | 20 | GB/s | higher | rows | measured | bbbbbbb |" in inference
     assert "- `benchmarks/test_inference_k.py::test_gpu`: no GPU" in inference
+    assert inference.count("- `softmax_bw`: read + write bytes per second") == 1
     overview = (out / "index.md").read_text()
     assert "- [Training pipeline](training.md)" in overview and "- [Inference system](inference.md)" in overview
 
