@@ -201,7 +201,7 @@ def test_serving_latency_throughput_curve(benchmark, record, profile):
     Also the server's overhead: the dynamic server's saturation throughput over the same requests run
     offline in this process, with the engine in a server thread (the default) and in a child process.
     """
-    seconds = profile.pick(quick=1.0, full=10.0)
+    seconds = profile.pick(quick=3.0, full=10.0)
     burst = profile.pick(quick=100, full=1000)
     results: dict[str, tuple[LoadReport, list[LoadReport]]] = {}
     overhead: dict[tuple[str, bool], Overhead] = {}
@@ -276,14 +276,19 @@ def test_serving_latency_throughput_curve(benchmark, record, profile):
         record(name="serving_batching_gain_at_slo", value=dynamic.offered_qps / single.offered_qps, unit="x",
                better="higher", area="serving", scale=SCALE, params={"slo_ms": SLO_S * 1e3},
                description="max QPS at the p99 SLO with dynamic batching / with batch size 1 (goal >= 4)")
-    if dynamic is None:
+    meeting = {batching: report for batching, report in best.items() if report is not None}
+    if not meeting:
         return
-    record(name="serving_p99_at_max_qps", value=dynamic.latency_p99_s * 1e3, unit="ms", better="lower",
-           area="serving", scale=f"one replica at {dynamic.offered_qps} req/s; {SCALE}",
-           seed_row="inference_latency", params={"qps": dynamic.offered_qps, "batching": "dynamic"},
-           description="measured p99 end-to-end latency at the highest offered QPS that meets the 50 ms SLO")
-    replicas = math.ceil(SEED_QPS / dynamic.offered_qps)
-    inputs = {"replica_qps_at_slo": dynamic.offered_qps, "replica_p99_ms": round(dynamic.latency_p99_s * 1e3, 2),
+    batching = max(meeting, key=lambda name: meeting[name].offered_qps)
+    chosen = meeting[batching]
+    record(name="serving_p99_at_max_qps", value=chosen.latency_p99_s * 1e3, unit="ms", better="lower",
+           area="serving", scale=f"one replica at {chosen.offered_qps} req/s; {SCALE}",
+           seed_row="inference_latency", params={"qps": chosen.offered_qps, "batching": batching},
+           description="measured p99 end-to-end latency at the highest offered QPS that meets the 50 ms SLO, "
+                       "with whichever batching mode reached the higher QPS")
+    replicas = math.ceil(SEED_QPS / chosen.offered_qps)
+    inputs = {"replica_qps_at_slo": chosen.offered_qps, "batching": batching,
+              "replica_p99_ms": round(chosen.latency_p99_s * 1e3, 2),
               "target_qps": SEED_QPS, "usd_per_replica_hour_assumed": REPLICA_USD_PER_HOUR,
               "price_source": REPLICA_PRICE_SOURCE}
     model = ("independent replicas behind an ideal load balancer, each at its measured max QPS at the SLO: "
@@ -296,7 +301,7 @@ def test_serving_latency_throughput_curve(benchmark, record, profile):
            area="serving", scale=f"{SEED_QPS:,} QPS; {SCALE}", kind="projected", seed_row="inference_latency",
            projection=Projection(model=model + "; cost = replicas x assumed price per replica-hour", inputs=inputs),
            description="hourly cost of that fleet at the assumed on-demand price")
-    record(name="serving_fleet_p99_1m_qps", value=dynamic.latency_p99_s * 1e3, unit="ms", better="lower",
+    record(name="serving_fleet_p99_1m_qps", value=chosen.latency_p99_s * 1e3, unit="ms", better="lower",
            area="serving", scale=f"{SEED_QPS:,} QPS; {SCALE}", kind="projected", seed_row="inference_latency",
            projection=Projection(model=model, inputs=inputs),
            description="fleet p99 if every replica runs at its measured max QPS at the SLO")
