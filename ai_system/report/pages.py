@@ -40,12 +40,6 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _kind(metric: Metric) -> str:
-    if metric.projection is None:
-        return "measured"
-    return f"projected ({metric.projection.model})"
-
-
 def seed_table_rows(rows: list[Row]) -> list[list[str]]:
     """The seed's Performance table, one line per newest figure that speaks to a row.
 
@@ -62,7 +56,7 @@ def seed_table_rows(rows: list[Row]) -> list[list[str]]:
             metric = row.metric
             lines.append([
                 seed.metric, seed.target, f"{format_value(metric.value)} {metric.unit}", metric.scale,
-                row.run.hardware_label, _kind(metric), f"[{AREAS[metric.area]}]({metric.area}.md)",
+                row.run.hardware_label, metric.kind, f"[{AREAS[metric.area]}]({metric.area}.md)",
                 seed.seed_achieved,
             ])
     return lines
@@ -74,7 +68,8 @@ def overview_page(rows: list[Row]) -> str:
         "",
         "Every figure on these pages is read from a results file in `results/` by `ai-system report`; "
         "nothing is typed in by hand. **measured** figures ran on the hardware named beside them; "
-        "**projected** figures name the model that produced them and the measured inputs it used. "
+        "**projected** figures name the model that produced them and the measured inputs it used "
+        "on the page their evidence link leads to. "
         "The seed README's own claims are kept in the last column for comparison, not as results.",
         "",
         "## The seed's performance table",

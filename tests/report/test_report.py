@@ -58,8 +58,8 @@ def test_seed_table_has_newest_figures_and_says_what_is_missing(results):
     assert seed_table_rows(rows) == [
         ["Training Throughput", "10k samples/sec", "120 samples/s", "1 process", LABEL, "measured",
          "[Training pipeline](training.md)", "12k samples/sec"],
-        ["Training Throughput", "10k samples/sec", "1.235e+04 samples/s", "32 GPUs", LABEL,
-         "projected (FSDP comm model)", "[Training pipeline](training.md)", "12k samples/sec"],
+        ["Training Throughput", "10k samples/sec", "1.235e+04 samples/s", "32 GPUs", LABEL, "projected",
+         "[Training pipeline](training.md)", "12k samples/sec"],
         ["Inference Latency", "50ms", "not yet measured", "1M QPS", "—", "—", "—", "35ms"],
         ["Resource Utilization", "85%", "not yet measured", "100 nodes", "—", "—", "—", "88%"],
     ]
