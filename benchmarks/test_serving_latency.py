@@ -317,7 +317,7 @@ def test_serving_mlperf_loadgen(benchmark, record, profile, scenario, tmp_path):
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    engine = Engine(load_model(MODEL, seed=0), EngineConfig(max_batch_size=DYNAMIC_BATCH, max_queue_size=1 << 16))
+    engine = Engine(load_model(MODEL, seed=0), EngineConfig(max_batch_size=DYNAMIC_BATCH, max_queue_size=1 << 20))
     engine.start()
     prompt = list(PROMPT.encode())
     result = {}

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ai_system.inference.engine import Engine, Event, Request
+from ai_system.inference.engine import Engine, EngineClosedError, Event, QueueFullError, Request
 from ai_system.inference.generate import SamplingParams
 
 
@@ -268,12 +268,27 @@ def run_mlperf(engine: Engine, scenario: str, prompt: list[int], max_tokens: int
         raise ValueError(f"scenario must be one of {sorted(scenarios)}, got {scenario!r}")
     params = SamplingParams(max_new_tokens=max_tokens)
 
+    # LoadGen must hear of each sample once, and never after its test has ended: completing a
+    # sample then (say, one the engine rejects while stopping) crashes the process.
+    live = threading.Lock()
+    running = True
+    rejected: list[int] = []
+
+    def complete(sample_id: int) -> None:
+        with live:
+            if running:
+                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
+
     def issue_queries(samples: list) -> None:
         for sample in samples:
             def on_event(event: Event, sample_id: int = sample.id) -> None:
                 if event.kind != "token":
-                    lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0)])
-            engine.submit(Request(list(prompt), params, on_event))
+                    complete(sample_id)
+            try:
+                engine.submit(Request(list(prompt), params, on_event))
+            except (QueueFullError, EngineClosedError):
+                rejected.append(sample.id)
+                complete(sample.id)
 
     settings = lg.TestSettings()
     settings.scenario = scenarios[scenario]
@@ -296,8 +311,13 @@ def run_mlperf(engine: Engine, scenario: str, prompt: list[int], max_tokens: int
     try:
         lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
     finally:
+        with live:
+            running = False
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
+    if rejected:
+        raise RuntimeError(f"the engine rejected {len(rejected)} of LoadGen's samples (queue full or closed): "
+                           "give it a max_queue_size above the scenario's sample count")
     return parse_mlperf_summary(scenario, (outdir / "mlperf_log_summary.txt").read_text())
 
 

@@ -112,3 +112,14 @@ def test_loadtest_command_prints_the_report(server, capsys):
     assert main(["loadtest", "--url", server.url, "--rate", "50", "--count", "10", "--max-tokens", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["completed"] == 10 and report["failed"] == 0 and report["offered_qps"] == 50
+
+
+def test_mlperf_samples_the_engine_rejects_end_the_run_with_an_error(tmp_path):
+    """A queue too small for the scenario: LoadGen still hears of every sample, then the run fails loudly."""
+    engine = Engine(load_model("debug"), EngineConfig(max_batch_size=2, max_queue_size=4)).start()
+    try:
+        with pytest.raises(RuntimeError, match="rejected"):
+            run_mlperf(engine, "Offline", list(b"prompt"), max_tokens=2, target_qps=20.0,
+                       min_duration_s=0.2, min_query_count=64, output_dir=str(tmp_path))
+    finally:
+        engine.stop()
