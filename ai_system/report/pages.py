@@ -106,9 +106,13 @@ def _figure_label(row: Row, skip_param: str | None = None) -> str:
     return row.run.hardware_slug + (f" · {format_params(params)}" if params else "")
 
 
+def _legend(ax: plt.Axes) -> None:
+    """Beside the axes, so long series labels never cover the data."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
 def _save(fig: plt.Figure, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -129,7 +133,7 @@ def plot_vs_x(name: str, rows: list[Row], path: Path) -> None:
     ax.set_ylabel(rows[0].metric.unit)
     ax.set_title(name)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax)
     _save(fig, path)
 
 
@@ -143,7 +147,7 @@ def plot_curve(name: str, rows: list[Row], path: Path) -> None:
         ax.set_xlabel(x_name)
         ax.set_ylabel(y_name)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax)
     fig.suptitle(name)
     _save(fig, path)
 
@@ -163,7 +167,7 @@ def plot_history(name: str, rows: list[Row], path: Path) -> None:
     ax.set_ylabel(rows[0].metric.unit)
     ax.set_title(f"{name}: history")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax)
     _save(fig, path)
 
 
@@ -226,14 +230,17 @@ def _plots(area: str, newest: list[Row], rows: list[Row], image_dir: Path) -> li
             file = f"{area}-{slug(name)}-curve.png"
             plot_curve(name, name_rows, image_dir / file)
             lines += ["", f"![{name}]({IMAGE_DIR}/{file})"]
-    history: dict[str, list[Row]] = defaultdict(list)
+    series: dict[tuple[str, tuple[str, str]], list[Row]] = defaultdict(list)
     for row in rows:
-        history[row.metric.name].append(row)
+        series[(row.run.hardware_slug, row.series_key)].append(row)
+    history: dict[str, list[Row]] = defaultdict(list)
+    for series_rows in series.values():
+        if len({row.run.path for row in series_rows}) > 1:
+            history[series_rows[0].metric.name] += series_rows
     for name, name_rows in sorted(history.items()):
-        if len({row.run.path for row in name_rows}) > 1:
-            file = f"{area}-{slug(name)}-history.png"
-            plot_history(name, name_rows, image_dir / file)
-            lines += ["", f"![{name} history]({IMAGE_DIR}/{file})"]
+        file = f"{area}-{slug(name)}-history.png"
+        plot_history(name, name_rows, image_dir / file)
+        lines += ["", f"![{name} history]({IMAGE_DIR}/{file})"]
     if lines:
         lines = ["", "## Plots"] + lines
     return lines
