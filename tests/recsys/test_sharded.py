@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from ai_system.parallel.launch import run_distributed
 from ai_system.recsys.data import make_world, sample_interactions
 from ai_system.recsys.embedded import EmbeddedStore
 from ai_system.recsys.models import StoreTable, TwoTower
-from ai_system.recsys.redis_server import free_port
 from ai_system.recsys.sharded import ShardedTable, all_reduce_gradients
 from ai_system.recsys.training import TwoTowerTrainer
 
@@ -33,34 +29,31 @@ def make_trainer(users: StoreTable, items: StoreTable, reduce_dense=None) -> Two
                            dense_optimizer="sgd", **extra)
 
 
-def rank_main(rank: int, world_size: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        trainer = make_trainer(ShardedTable(DIM), ShardedTable(DIM), all_reduce_gradients)
-        world = make_world(200, 40, seed=1)
-        per_rank = GLOBAL_BATCH // world_size
-        for users, items in batches():
-            mine = slice(rank * per_rank, (rank + 1) * per_rank)
-            trainer.step(world.user_ids[users[mine]], items[mine], normalizer=GLOBAL_BATCH)
-        rows = {}
-        for name, table in (("users", trainer.users), ("items", trainer.items)):
-            ids = table.store.shards[0].table.ids
-            rows[name] = dict(zip(ids.tolist(), table.store.get(ids), strict=True))
-        torch.save({"rows": rows, "model": trainer.model.state_dict()}, Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def rank_main() -> list[dict]:
+    """Train on this rank's slice of every batch; every rank's rows and dense weights, gathered."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    trainer = make_trainer(ShardedTable(DIM), ShardedTable(DIM), all_reduce_gradients)
+    world = make_world(200, 40, seed=1)
+    per_rank = GLOBAL_BATCH // world_size
+    for users, items in batches():
+        mine = slice(rank * per_rank, (rank + 1) * per_rank)
+        trainer.step(world.user_ids[users[mine]], items[mine], normalizer=GLOBAL_BATCH)
+    rows = {}
+    for name, table in (("users", trainer.users), ("items", trainer.items)):
+        ids = table.store.shards[0].table.ids
+        rows[name] = dict(zip(ids.tolist(), table.store.get(ids), strict=True))
+    dumps: list[dict] = [{}] * world_size
+    dist.all_gather_object(dumps, {"rows": rows, "model": trainer.model.state_dict()})
+    return dumps
 
 
-def test_sharded_two_tower_equals_unsharded(tmp_path, world_size=3):
-    mp.spawn(rank_main, args=(world_size, free_port(), str(tmp_path)), nprocs=world_size, join=True)
+def test_sharded_two_tower_equals_unsharded(world_size=3):
+    dumps = run_distributed(rank_main, world_size)
     reference = make_trainer(StoreTable(EmbeddedStore(DIM)), StoreTable(EmbeddedStore(DIM)))
     world = make_world(200, 40, seed=1)
     for users, items in batches():
         reference.step(world.user_ids[users], items)
 
-    dumps = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world_size)]
     for name, table in (("users", reference.users), ("items", reference.items)):
         sharded = {k: v for dump in dumps for k, v in dump["rows"][name].items()}
         owned = [set(dump["rows"][name]) for dump in dumps]
