@@ -103,7 +103,7 @@ def dispatch_table(device: torch.device | str, dtype: torch.dtype) -> dict[str, 
     """Per op, the path a call on plain tensors of ``dtype`` on ``device`` takes outside autograd, and why.
 
     Every op also takes the reference under autograd, ``torch.compile``, ``reference_only()`` and for
-    DTensors, whatever this table says; a server logs it at start so its figures say what ran.
+    DTensors, whatever this table says. Meant for a server to log at start, so its figures say what ran.
     """
     unavailable = kernel_unavailable(torch.device(device).type, {dtype})
     if unavailable is not None:

@@ -156,6 +156,22 @@ def test_unfilled_cache_slots_never_reach_the_output(kernels, close, dtype, garb
     close(decode, reference.attention(q[:, :, :1], k, v, mask=decode_mask, lengths=lengths), dtype, 2)
 
 
+def test_attention_lengths_at_the_edges(kernels, close, dtype):
+    """A row with nothing filled attends to nothing (zeros, as the reference), a length past the
+    cache means the whole cache; int32 lengths in a strided view and a non-contiguous mask work."""
+    q = randn(3, 4, 5, 16, dtype=dtype, device=kernels)
+    k, v = randn(3, 2, 50, 16, dtype=dtype, device=kernels), randn(3, 2, 50, 16, dtype=dtype, device=kernels)
+    lengths = torch.tensor([0, -1, 80, -1, 20, -1], dtype=torch.int32, device=kernels)[::2]
+    mask = (torch.rand(3, 4, 50, 5, device=kernels) < 0.6).transpose(-1, -2)
+    mask[..., 0] = True
+    for row_mask in (None, mask):
+        close(ops.attention(q, k, v, mask=row_mask, lengths=lengths),
+              reference.attention(q, k, v, mask=row_mask, lengths=lengths), dtype, 2)
+        decode_mask = None if row_mask is None else row_mask[:, :, :1]
+        close(ops.decode_attention(q[:, :, :1], k, v, mask=decode_mask, lengths=lengths),
+              reference.attention(q[:, :, :1], k, v, mask=decode_mask, lengths=lengths), dtype, 2)
+
+
 @pytest.mark.parametrize(("rows", "n_in", "n_out"), [(37, 50, 70), (1, 16, 1), (65, 130, 33)])
 @pytest.mark.parametrize("activation", sorted(reference.ACTIVATIONS))
 def test_matmul_bias_act(kernels, close, dtype, rows, n_in, n_out, activation):
