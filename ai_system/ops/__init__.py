@@ -132,8 +132,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     ``mask`` (boolean, True = may attend) broadcasts to (batch, q_heads, seq, keys); ``causal`` lets
     query i see keys j <= i, aligned at the top-left like SDPA's ``is_causal``; ``lengths`` (batch,)
     limits row b to its first ``lengths[b]`` keys (a KV cache allocated longer than the row has
-    filled): what the later slots hold, stale rows or NaN, never reaches the output. kv_heads may
-    divide q_heads (grouped-query attention). Returns (batch, q_heads, seq, dim).
+    filled), which the kernel then never reads (the reference masks them; see
+    ``reference.attention``). kv_heads may divide q_heads (grouped-query attention). Returns
+    (batch, q_heads, seq, dim).
     """
     _check_attention(q, k, v, mask)
     _check_lengths(lengths, q.shape[0])
@@ -148,9 +149,9 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
                      lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of one new token per row, q (batch, q_heads, 1, dim), over a KV cache (batch, kv_heads, L, dim).
 
-    ``lengths`` (batch,) says how many leading cache slots each row has filled: later slots are
-    neither read nor attended (whatever they hold), so a cache allocated for the longest request costs
-    nothing for the shorter ones. ``mask`` (boolean, broadcastable to (batch, q_heads, 1, L)) hides slots within that.
+    ``lengths`` (batch,) says how many leading cache slots each row has filled: the kernel neither
+    reads nor attends later slots, so a cache allocated for the longest request costs nothing for
+    the shorter ones. ``mask`` (boolean, broadcastable to (batch, q_heads, 1, L)) hides slots within that.
     """
     _check_attention(q, k, v, mask)
     if q.shape[2] != 1:

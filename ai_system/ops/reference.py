@@ -47,15 +47,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
     ``mask`` is boolean, True where a query may attend, broadcastable to (batch, q_heads, seq, keys);
     ``causal`` lets query i see keys j <= i (aligned at the top-left, as SDPA's ``is_causal``).
-    ``lengths`` (batch,) limits row b to its first ``lengths[b]`` keys. The slots past it are zeroed
-    before use, not only masked: a masked NaN or inf still turns ``0 * v`` into NaN, and the kernels
-    never read those slots, so neither path depends on what an unfilled cache slot holds.
+    ``lengths`` (batch,) limits row b to its first ``lengths[b]`` keys by masking the rest. Unlike the
+    kernels, which never load those slots, SDPA still reads them: a NaN or inf there reaches the
+    output through ``0 * v``. Zeroing them first would copy the whole cache on every call, several
+    times the cost of the attention itself on the CPU; the KV cache starts zeroed, so only a row
+    that overflowed before can leave one behind.
     """
     if lengths is not None:
-        filled = torch.arange(k.shape[2], device=k.device) < lengths.view(-1, 1)
-        k = k.where(filled[:, None, :, None], 0)
-        v = v.where(filled[:, None, :, None], 0)
-        mask = filled[:, None, None, :] if mask is None else mask & filled[:, None, None, :]
+        filled = (torch.arange(k.shape[2], device=k.device) < lengths.view(-1, 1))[:, None, None, :]
+        mask = filled if mask is None else mask & filled
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
