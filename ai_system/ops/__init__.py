@@ -205,22 +205,24 @@ def swiglu_matmul(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor) -> 
     return reference.swiglu_matmul(x, w_gate, w_up)
 
 
-def _fusable(linear: nn.Module) -> bool:
+def _fusable(linear: nn.Module, x: torch.Tensor) -> bool:
     """A bias-free ``nn.Linear`` whose forward is exactly ``x @ weight.T``: no hooks (tensor parallelism
-    and FSDP add them), no subclass. Any other module must run itself."""
+    and FSDP add them), no subclass, weights in ``x``'s dtype and no autocast (which would cast them).
+    Any other module must run itself."""
     return (type(linear) is nn.Linear and linear.bias is None and not linear._forward_pre_hooks
-            and not linear._forward_hooks)
+            and not linear._forward_hooks and linear.weight.dtype == x.dtype
+            and not torch.is_autocast_enabled(x.device.type))
 
 
 def swiglu_linear(x: torch.Tensor, gate: nn.Module, up: nn.Module) -> torch.Tensor:
     """``silu(gate(x)) * up(x)``, the SwiGLU MLP's two projections, in one fused kernel where it applies.
 
     The fused dual GEMM runs where ``swiglu_matmul``'s kernel would and both modules are plain
-    bias-free ``nn.Linear``s. Everywhere else, training, tensor parallelism (whose DTensor plans
-    are hooks on these modules) or the CPU, the modules themselves run, so their hooks, sharded
-    parameters and autograd work unchanged.
+    bias-free ``nn.Linear``s in ``x``'s dtype. Everywhere else, training, tensor parallelism (whose
+    DTensor plans are hooks on these modules), autocast or the CPU, the modules themselves run, so
+    their hooks, sharded parameters, casts and autograd work unchanged.
     """
-    if _fusable(gate) and _fusable(up) and use_triton(x, gate.weight, up.weight):
+    if _fusable(gate, x) and _fusable(up, x) and use_triton(x, gate.weight, up.weight):
         return swiglu_matmul(x, gate.weight, up.weight)
     return F.silu(gate(x)) * up(x)
 

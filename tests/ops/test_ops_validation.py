@@ -96,8 +96,8 @@ def test_dispatch_table_says_which_path_runs_and_why(monkeypatch):
 
 
 def test_swiglu_linear_runs_the_modules_where_it_does_not_fuse(kernels, launches):
-    """Off the kernel path, and for modules with hooks (tensor parallelism's DTensor plans are hooks)
-    or a bias, ``swiglu_linear`` calls the modules, so whatever they do still happens."""
+    """Off the kernel path, for modules with hooks (tensor parallelism's DTensor plans are hooks) or a
+    bias, and under autocast, ``swiglu_linear`` calls the modules, so whatever they do still happens."""
     torch.manual_seed(0)
     gate, up = nn.Linear(8, 12, bias=False).to(kernels), nn.Linear(8, 12, bias=False).to(kernels)
     x = t(3, 8).to(kernels)
@@ -111,6 +111,8 @@ def test_swiglu_linear_runs_the_modules_where_it_does_not_fuse(kernels, launches
     with torch.no_grad():
         torch.testing.assert_close(ops.swiglu_linear(x, gate, biased), F.silu(gate(x)) * biased(x))
     torch.testing.assert_close(ops.swiglu_linear(x, gate, up), expected)
+    with torch.no_grad(), torch.autocast(kernels, dtype=torch.bfloat16):
+        assert ops.swiglu_linear(x, gate, up).dtype == torch.bfloat16
     assert seen == [(3, 12)] and not launches
     with torch.no_grad():
         ops.swiglu_linear(x, gate, up)
