@@ -1,4 +1,4 @@
-"""Triton inference kernels on the GPU against torch eager and ``torch.compile``, in one run.
+"""The Triton kernels of ``ai_system.ops`` on the GPU against torch eager and ``torch.compile``, in one run.
 
 Memory-bound kernels report GB/s (bytes each must read and write once, over the median time) and
 their fraction of the copy bandwidth measured in the same run; matmul and attention report TFLOP/s
@@ -16,9 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ai_system.inference import ops
-from ai_system.inference.kernels.rope import rope_reference
+from ai_system import ops
 from ai_system.models.transformer import rope_tables
+from ai_system.ops import reference
 
 pytestmark = pytest.mark.gpu
 
@@ -86,17 +86,6 @@ def test_rms_norm_bandwidth(benchmark, record, peaks, cols):
             scale=f"{ROWS} rows × {cols}")
 
 
-@pytest.mark.parametrize("cols", ROW_WIDTHS)
-def test_layer_norm_bandwidth(benchmark, record, peaks, cols):
-    x = torch.randn(ROWS, cols, device="cuda", dtype=DTYPE)
-    weight, bias = torch.randn(cols, device="cuda", dtype=DTYPE), torch.randn(cols, device="cuda", dtype=DTYPE)
-    impls = with_compiled(lambda: ops.layer_norm(x, weight, bias),
-                          lambda t, w, b: F.layer_norm(t, (cols,), w, b, 1e-5), x, weight, bias)
-    compare(benchmark, record, "layer_norm", impls, work=2 * x.numel() * ELEMENT, per="bytes",
-            peak=peaks.copy_bandwidth("cuda"), params={"cols": cols, "rows": ROWS, "dtype": "bfloat16"}, x="cols",
-            scale=f"{ROWS} rows × {cols}")
-
-
 @pytest.mark.parametrize("tokens", (1024, 4096, 16384))
 def test_rope_bandwidth(benchmark, record, peaks, tokens):
     heads, head_dim, batch = 32, 128, 4
@@ -104,21 +93,10 @@ def test_rope_bandwidth(benchmark, record, peaks, tokens):
     x = torch.randn(batch, seq, heads, head_dim, device="cuda", dtype=DTYPE)
     cos, sin = rope_tables(head_dim, seq, 10000.0, device="cuda")
     cos, sin = cos.unsqueeze(0), sin.unsqueeze(0)
-    compare(benchmark, record, "rope", with_compiled(lambda: ops.rope(x, cos, sin), rope_reference, x, cos, sin),
+    compare(benchmark, record, "rope", with_compiled(lambda: ops.rope(x, cos, sin), reference.rope, x, cos, sin),
             work=2 * x.numel() * ELEMENT + 2 * cos.numel() * 4, per="bytes", peak=peaks.copy_bandwidth("cuda"),
             params={"tokens": tokens, "heads": heads, "head_dim": head_dim, "dtype": "bfloat16"}, x="tokens",
             scale=f"{tokens} tokens × {heads} heads × {head_dim}")
-
-
-@pytest.mark.parametrize("hidden", (4096, 14336))
-def test_swiglu_gate_bandwidth(benchmark, record, peaks, hidden):
-    tokens = 8192
-    gate = torch.randn(tokens, hidden, device="cuda", dtype=DTYPE)
-    up = torch.randn(tokens, hidden, device="cuda", dtype=DTYPE)
-    impls = with_compiled(lambda: ops.swiglu(gate, up), lambda g, u: F.silu(g) * u, gate, up)
-    compare(benchmark, record, "swiglu_gate", impls, work=3 * gate.numel() * ELEMENT, per="bytes",
-            peak=peaks.copy_bandwidth("cuda"), params={"hidden": hidden, "tokens": tokens, "dtype": "bfloat16"},
-            x="hidden", scale=f"{tokens} tokens × {hidden}")
 
 
 @pytest.mark.parametrize("size", (1024, 2048, 4096, 8192))

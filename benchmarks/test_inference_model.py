@@ -13,11 +13,11 @@ import contextlib
 import pytest
 import torch
 
-from ai_system.inference import ops
+from ai_system import ops
 from ai_system.inference.generate import decode_step, prefill
-from ai_system.inference.kernels import interpreting
 from ai_system.models.config import get_config
 from ai_system.models.transformer import Transformer
+from ai_system.ops.dispatch import interpreting
 
 BATCH = 4
 

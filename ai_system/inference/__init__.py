@@ -1,6 +1,5 @@
-"""Inference system: Triton kernels behind a dispatch layer, and generation on the shared transformer.
+"""Inference system: generation on the shared transformer, whose math runs on ``ai_system.ops``.
 
-``ops`` picks a Triton kernel (``kernels/``) or its torch reference per call; ``generate`` runs
-prefill, cached decode and sampling on ``ai_system.models.transformer.Transformer``; the serving
-modules (``engine``, ``server``) schedule requests on top of ``generate``'s building blocks.
+``generate`` runs prefill, cached decode and sampling on ``ai_system.models.transformer.Transformer``;
+the serving modules (``engine``, ``server``) schedule requests on top of ``generate``'s building blocks.
 """

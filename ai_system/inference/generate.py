@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ai_system import ops
 from ai_system.models.transformer import Transformer
 
 
@@ -57,7 +58,7 @@ def sample_tokens(logits: torch.Tensor, temperature: float | torch.Tensor = 0.0,
     if not sampled_rows.any():
         return greedy
     scaled = logits.float() / temperature.clamp_min(1e-6).unsqueeze(1)
-    probs = torch.softmax(scaled, dim=-1)
+    probs = ops.softmax(scaled)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
     sorted_probs = sorted_probs.masked_fill(mass_before >= top_p.unsqueeze(1), 0.0)

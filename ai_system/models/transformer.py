@@ -6,7 +6,7 @@ the forward tolerates a missing embedding, final norm or output head for the sam
 counts are inferred from tensor shapes (``view(..., -1, head_dim)``) so tensor parallelism can
 shard the projections without the module knowing.
 
-The math runs through ``ai_system.inference.ops``: Triton kernels for inference on CUDA, the
+The math runs through ``ai_system.ops``: Triton kernels for inference on CUDA, the
 plain-torch references whenever autograd is recording (training) or on the CPU. With a cache, a
 row's tokens attend to cache slots up to the row's highest position only, so the kernels skip the
 unfilled rest of the cache.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ai_system.inference import ops
+from ai_system import ops
 from ai_system.models.config import ModelConfig
 
 
@@ -114,7 +114,7 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+    """SwiGLU: w2(silu(w1 x) * w3 x), w1 and w3 fused into one kernel where ``ops.swiglu_linear`` can."""
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
@@ -123,7 +123,7 @@ class FeedForward(nn.Module):
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(ops.swiglu(self.w1(x), self.w3(x)))
+        return self.w2(ops.swiglu_linear(x, self.w1, self.w3))
 
 
 class TransformerBlock(nn.Module):

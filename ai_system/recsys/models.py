@@ -4,14 +4,19 @@ The dense parts are ordinary ``nn.Module``s trained by a torch optimizer; the em
 an ``EmbeddingStore`` and reach the model through ``StoreTable``: a batch's distinct ids are read
 once into a leaf tensor, and after ``backward`` only those rows' gradients are written back (row-wise
 Adagrad in the store). This is the split TorchRec and Monolith make between dense and sparse state.
+The MLPs run each linear layer and its ReLU as one ``ops.matmul_bias_act`` (a fused kernel when
+serving on a GPU, plain torch otherwise).
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import torch
 from torch import nn
 
+from ai_system import ops
 from ai_system.recsys.store import EmbeddingStore, as_ids
 
 
@@ -49,12 +54,36 @@ class StoreTable:
         return self.store.apply_gradients(ids, grads, lr)
 
 
+class MLP(nn.Sequential):
+    """Linear layers with a ReLU after each but the last (after the last too with ``relu_last``).
+
+    Built as ``nn.Sequential(Linear, ReLU, Linear, ...)``, so parameters keep their usual names
+    (``0.weight``, ``2.bias``); the forward runs each Linear with the ReLU that follows it as one op.
+    """
+
+    def __init__(self, *sizes: int, relu_last: bool = False) -> None:
+        layers: list[nn.Module] = []
+        for index, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+            layers.append(nn.Linear(n_in, n_out))
+            if relu_last or index < len(sizes) - 2:
+                layers.append(nn.ReLU())
+        super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        modules = list(self)
+        for index, module in enumerate(modules):
+            if isinstance(module, nn.Linear):
+                relu = index + 1 < len(modules) and isinstance(modules[index + 1], nn.ReLU)
+                x = ops.matmul_bias_act(x, module.weight, module.bias, "relu" if relu else "none")
+        return x
+
+
 class Tower(nn.Module):
     """``x + MLP(x)``: starts as the identity (plain matrix factorisation) and learns a correction."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        self.mlp = MLP(dim, hidden, dim)
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
 
@@ -80,10 +109,10 @@ class DLRM(nn.Module):
 
     def __init__(self, dim: int, n_dense: int, n_sparse: int = 2, hidden: int = 64) -> None:
         super().__init__()
-        self.bottom = nn.Sequential(nn.Linear(n_dense, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.ReLU())
+        self.bottom = MLP(n_dense, hidden, dim, relu_last=True)
         n_vectors = n_sparse + 1
         self.pairs = torch.triu_indices(n_vectors, n_vectors, offset=1)
-        self.top = nn.Sequential(nn.Linear(dim + self.pairs.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.top = MLP(dim + self.pairs.shape[1], hidden, 1)
 
     def forward(self, dense: torch.Tensor, sparse: list[torch.Tensor]) -> torch.Tensor:
         """Click logits, one per row of the batch."""

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Path, Query
 
+from ai_system import ops
 from ai_system.recsys.models import TwoTower
 from ai_system.recsys.store import EmbeddingStore, StoreUnavailableError
 
@@ -69,19 +70,19 @@ class Recommender:
             self._refresher = None
 
     @torch.no_grad()
-    def score(self, user_rows: torch.Tensor) -> torch.Tensor:
+    def top_k(self, user_row: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
+        """The ``k`` best items for one user row (1, dim) and their scores, by ``ops.similarity_topk``."""
         with self.model_lock:
-            return self.model.user_tower(user_rows) @ self.item_vectors.T
-
-    def top_k(self, scores: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
-        values, index = torch.topk(scores, k)
-        return self.item_ids[index.numpy()].tolist(), values.tolist()
+            user = self.model.user_tower(user_row)
+            items = self.item_vectors
+        scores, index = ops.similarity_topk(user, items, k)
+        return self.item_ids[index[0].cpu().numpy()].tolist(), scores[0].tolist()
 
     def recommend(self, user_id: int, k: int) -> dict[str, object]:
         if not 1 <= k <= len(self.item_ids):
             raise ValueError(f"k must be in [1, {len(self.item_ids)}] (the catalogue size), got {k}")
         row = self.users.get([user_id], create=False)
-        items, scores = self.top_k(self.score(row)[0], k)
+        items, scores = self.top_k(row, k)
         return {"user_id": user_id, "items": items, "scores": scores, "cold_start": not bool(row.any()),
                 "user_row_crc": row_fingerprint(row[0]),
                 "items_refreshed_s_ago": time.monotonic() - self.refreshed_at}

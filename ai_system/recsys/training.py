@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ai_system import ops
 from ai_system.recsys.data import Impressions, PlantedWorld
 from ai_system.recsys.models import DLRM, StoreTable, TwoTower
 
@@ -110,12 +111,16 @@ class DLRMTrainer:
         return logits.numpy()
 
 
-def recall_at_k(scores: np.ndarray, held_out: np.ndarray, k: int) -> float:
-    """Share of held-out interactions whose item is in the user's top-``k`` by ``scores`` (rows = events)."""
-    if not 1 <= k <= scores.shape[1]:
-        raise ValueError(f"k must be in [1, {scores.shape[1]}] (the catalogue size), got {k}")
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return float((top == held_out[:, None]).any(1).mean())
+def recall_at_k(users: torch.Tensor, items: torch.Tensor, held_out: np.ndarray, k: int) -> float:
+    """Share of held-out interactions whose item is among the ``k`` items of highest ``user · item``.
+
+    Rows of ``users`` are events, ``held_out`` their items' row indices in ``items``; the top ``k``
+    come from ``ops.similarity_topk``, the retrieval the serving endpoint runs.
+    """
+    if not 1 <= k <= items.shape[0]:
+        raise ValueError(f"k must be in [1, {items.shape[0]}] (the catalogue size), got {k}")
+    _, top = ops.similarity_topk(users, items, k)
+    return float((top.cpu().numpy() == held_out[:, None]).any(1).mean())
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -133,11 +138,11 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def two_tower_scores(trainer: TwoTowerTrainer, user_ids: np.ndarray) -> np.ndarray:
-    """Serving-path scores: read rows without creating them, run both towers."""
+def two_tower_vectors(trainer: TwoTowerTrainer, user_ids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Serving-path vectors: read rows without creating them, run each through its tower."""
     users = trainer.users.store.get(user_ids, create=False)
     items = trainer.items.store.get(trainer.item_ids, create=False)
-    return trainer.model(users, items).numpy()
+    return trainer.model.user_tower(users), trainer.model.item_tower(items)
 
 
 @dataclass(frozen=True)
@@ -153,9 +158,15 @@ class RetrievalQuality:
 
 def retrieval_quality(trainer: TwoTowerTrainer, world: PlantedWorld, users: np.ndarray, items: np.ndarray,
                       k: int) -> RetrievalQuality:
-    """Recall@k of the trained model and of the generating factors on the same held-out events."""
-    learned = two_tower_scores(trainer, world.user_ids[users])
-    return RetrievalQuality(recall_at_k(learned, items, k), recall_at_k(world.affinity(users), items, k), k)
+    """Recall@k of the trained model and of the generating factors on the same held-out events.
+
+    The factors rank items by ``u · v``: the world's affinity divides that by a positive temperature,
+    which changes no ranking.
+    """
+    learned = recall_at_k(*two_tower_vectors(trainer, world.user_ids[users]), items, k)
+    truth = recall_at_k(torch.from_numpy(world.user_factors[users]).float(),
+                        torch.from_numpy(world.item_factors).float(), items, k)
+    return RetrievalQuality(learned, truth, k)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from ai_system.recsys.casestudy import held_out_quality, train_ranking, train_retrieval
 from ai_system.recsys.data import interaction_stream, make_world
@@ -31,10 +32,11 @@ def test_auc_matches_pairwise_definition():
 
 
 def test_recall_at_k_counts_held_out_items_in_top_k():
-    scores = np.array([[0.9, 0.1, 0.5], [0.1, 0.2, 0.3]])
-    assert recall_at_k(scores, np.array([2, 0]), 2) == 0.5
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[0.9, 0.1], [0.1, 0.2], [0.5, 0.3]])
+    assert recall_at_k(users, items, np.array([2, 0]), 2) == 0.5
     with pytest.raises(ValueError, match="k must be in"):
-        recall_at_k(scores, np.array([2, 0]), 4)
+        recall_at_k(users, items, np.array([2, 0]), 4)
 
 
 def test_two_tower_recall_approaches_the_ground_truth_model():

@@ -14,14 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, interpreting, parallel_programs
-
-MAX_K = 1024
-
-
-def similarity_topk_reference(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 scores ``queries @ keys.T`` and their top ``k`` per row: (scores, indices), best first."""
-    return (queries.float() @ keys.float().T).topk(k, dim=1)
+from ai_system.ops.kernels import Kernel, interpreting, parallel_programs
 
 
 def _similarity_topk_kernel(q_ptr, k_ptr, out_ptr, n_queries, n_keys, dim, chunk, n_splits,

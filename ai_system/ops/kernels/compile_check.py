@@ -1,4 +1,4 @@
-"""Compile every inference kernel for a CUDA GPU this machine may not have.
+"""Compile every Triton kernel for a CUDA GPU this machine may not have.
 
 Triton's front end (Python AST → TTIR → TTGIR) and its back end (LLVM → PTX → cubin with the
 bundled ``ptxas``) need no GPU, only a target. Compiling each launch variant (dtype, head size,
@@ -6,7 +6,7 @@ mask, length and loop branches) for, say, sm_90 catches what the CPU interpreter
 compiler's constexpr and layout rules, and shared memory beyond what one block may use. It does
 not check results; the parity tests do that, on a GPU or in the interpreter.
 
-    python -m ai_system.inference.kernels.compile_check --arch 90 --dtypes bfloat16 float16 float32
+    python -m ai_system.ops.kernels.compile_check --arch 90 --dtypes bfloat16 float16 float32
 
 Run it in a process without ``TRITON_INTERPRET=1``: the interpreter replaces Triton's standard
 library at import, and the compiler cannot use that.
@@ -24,29 +24,15 @@ import torch
 import triton
 from triton.backends.compiler import GPUTarget
 
-from ai_system.inference.kernels import (
-    Kernel,
-    attention,
-    interpreting,
-    layernorm,
-    matmul,
-    rmsnorm,
-    rope,
-    similarity_topk,
-    softmax,
-    swiglu,
-)
-from ai_system.inference.kernels.attention import attention_triton, decode_attention_triton
-from ai_system.inference.kernels.layernorm import layer_norm_triton
-from ai_system.inference.kernels.matmul import matmul_bias_act_triton, swiglu_matmul_triton
-from ai_system.inference.kernels.rmsnorm import rms_norm_triton
-from ai_system.inference.kernels.rope import rope_triton
-from ai_system.inference.kernels.similarity_topk import similarity_topk_triton
-from ai_system.inference.kernels.softmax import softmax_triton
-from ai_system.inference.kernels.swiglu import swiglu_triton
+from ai_system.ops.kernels import Kernel, attention, interpreting, matmul, rmsnorm, rope, similarity_topk, softmax
+from ai_system.ops.kernels.attention import attention_triton, decode_attention_triton
+from ai_system.ops.kernels.matmul import matmul_bias_act_triton, swiglu_matmul_triton
+from ai_system.ops.kernels.rmsnorm import rms_norm_triton
+from ai_system.ops.kernels.rope import rope_triton
+from ai_system.ops.kernels.similarity_topk import similarity_topk_triton
+from ai_system.ops.kernels.softmax import softmax_triton
 
-KERNEL_MODULES: tuple[ModuleType, ...] = (attention, layernorm, matmul, rmsnorm, rope, similarity_topk, softmax,
-                                          swiglu)
+KERNEL_MODULES: tuple[ModuleType, ...] = (attention, matmul, rmsnorm, rope, similarity_topk, softmax)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 SHARED_MEMORY_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
@@ -88,12 +74,11 @@ def launches(dtype: torch.dtype) -> dict[str, Callable[[], Any]]:
         "softmax (looped, long rows)": lambda: softmax_triton(r(2, 40000)),
         "rms_norm": lambda: rms_norm_triton(r(4, 4096), r(4096), 1e-5),
         "rms_norm (looped)": lambda: rms_norm_triton(r(2, 40000), r(40000), 1e-5),
-        "layer_norm": lambda: layer_norm_triton(r(4, 4096), r(4096), r(4096), 1e-5),
-        "layer_norm (looped, no affine)": lambda: layer_norm_triton(r(2, 40000), None, None, 1e-5),
         "rope": lambda: rope_triton(r(2, 8, 32, 128), torch.randn(1, 8, 64), torch.randn(1, 8, 64)),
-        "swiglu gate": lambda: swiglu_triton(r(8, 14336), r(8, 14336)),
         "matmul + bias + gelu": lambda: matmul_bias_act_triton(r(300, 512), r(256, 512), r(256), "gelu"),
         "matmul + silu, no bias": lambda: matmul_bias_act_triton(r(300, 512), r(256, 512), None, "silu"),
+        "matmul + broadcast bias + relu": lambda: matmul_bias_act_triton(r(300, 512), r(256, 512),
+                                                                         r(1).expand(256), "relu"),
         "swiglu dual matmul": lambda: swiglu_matmul_triton(r(300, 512), r(256, 512), r(256, 512)),
         "similarity top-k (k=10)": lambda: similarity_topk_triton(r(100, 128), r(5000, 128), 10),
         "similarity top-k (k=200)": lambda: similarity_topk_triton(r(100, 96), r(5000, 96), 200),

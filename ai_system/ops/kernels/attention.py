@@ -9,7 +9,9 @@ Decoding has one query per sequence, so the prefill grid (query tiles × heads) 
 idle when the batch is small and the cache is long. The decode kernel splits the cache into chunks
 processed in parallel, each writing a partial (m, l, acc); a second small kernel merges them
 (the "flash-decoding" split-K scheme). Grouped-query attention maps query head h to KV head
-h // (q_heads / kv_heads) without copying K or V.
+h // (q_heads / kv_heads) without copying K or V. With ``lengths``, both kernels load keys and
+values only below a row's length: a masked score is dropped, but a NaN or inf loaded into V would
+still turn ``0 * v`` into NaN, so the slots past it must never be read.
 """
 
 from __future__ import annotations
@@ -17,29 +19,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, interpreting, parallel_programs
+from ai_system.ops.kernels import Kernel, interpreting, parallel_programs
 
 LOG2_E = 1.4426950408889634
-
-
-def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-                        causal: bool = False) -> torch.Tensor:
-    """SDPA on q (batch, q_heads, seq, dim) and k, v (batch, kv_heads, keys, dim), KV heads repeated.
-
-    ``mask`` is boolean, True where a query may attend, broadcastable to (batch, q_heads, seq, keys);
-    ``causal`` lets query i see keys j <= i (aligned at the top-left, as SDPA's ``is_causal``).
-    """
-    groups = q.shape[1] // k.shape[1]
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    if causal and mask is not None:
-        mask = mask & torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
-        causal = False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
 def _flash_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, lengths_ptr, out_ptr, seq_len, n_keys, q_heads, groups,
@@ -72,15 +57,16 @@ def _flash_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, lengths_ptr, out_ptr,
         end_n = tl.minimum(kv_len, start_m + BLOCK_M)
     for start_n in range(0, end_n, BLOCK_N):
         keys = start_n + offs_n
+        filled = keys < kv_len
         k = tl.load(k_base + keys[None, :] * sk_s + offs_d[:, None] * sk_d,
-                    mask=(keys[None, :] < n_keys) & (offs_d[:, None] < head_dim), other=0.0)
+                    mask=filled[None, :] & (offs_d[:, None] < head_dim), other=0.0)
         scores = tl.dot(q, k, input_precision=PRECISION) * qk_scale
-        allowed = (keys[None, :] < kv_len) & (offs_m[:, None] >= 0)
+        allowed = filled[None, :] & (offs_m[:, None] >= 0)
         if CAUSAL:
             allowed = allowed & (keys[None, :] <= offs_m[:, None])
         if HAS_MASK:
             mask = tl.load(mask_ptr + batch * sm_b + head * sm_h + offs_m[:, None] * sm_s + keys[None, :] * sm_k,
-                           mask=(offs_m[:, None] < seq_len) & (keys[None, :] < n_keys), other=0)
+                           mask=(offs_m[:, None] < seq_len) & filled[None, :], other=0)
             allowed = allowed & (mask != 0)
         scores = tl.where(allowed, scores, -float("inf"))
         m_new = tl.maximum(m_i, tl.max(scores, axis=1))
@@ -89,7 +75,7 @@ def _flash_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, lengths_ptr, out_ptr,
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_base + keys[:, None] * sv_s + offs_d[None, :] * sv_d,
-                    mask=(keys[:, None] < n_keys) & (offs_d[None, :] < head_dim), other=0.0)
+                    mask=filled[:, None] & (offs_d[None, :] < head_dim), other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]

@@ -10,13 +10,7 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, RowLaunch
-
-
-def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """The shared transformer's RMSNorm: normalize in fp32, cast back to ``x.dtype``, then scale."""
-    normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
-    return normed.type_as(x) * weight
+from ai_system.ops.kernels import Kernel, RowLaunch
 
 
 def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, n_cols, x_row_stride, x_col_stride, out_row_stride, eps,

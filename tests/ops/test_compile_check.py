@@ -17,7 +17,7 @@ import torch
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the parity tests compile and run every kernel")
 def test_every_kernel_compiles_for_sm90():
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-m", "ai_system.inference.kernels.compile_check", "--arch", "90",
+    result = subprocess.run([sys.executable, "-m", "ai_system.ops.kernels.compile_check", "--arch", "90",
                              "--dtypes", "bfloat16"], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 failure(s)" in result.stdout and "FAIL" not in result.stdout

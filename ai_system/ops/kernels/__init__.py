@@ -1,5 +1,6 @@
-"""Triton kernels for inference, one file per op, each with its plain-torch reference beside it.
+"""Triton kernels, one file per op; ``ai_system/ops/reference.py`` holds the torch version each must equal.
 
+Importing this package imports Triton: only the ops do, and only when a call launches a kernel.
 Kernels are written as plain functions and compiled through ``Kernel`` on first launch, so the
 choice between Triton's JIT (CUDA) and its CPU interpreter follows ``TRITON_INTERPRET`` at launch
 time, not when this package was imported. Triton's own standard library (``tl.max``, ``tl.sum``)
@@ -10,7 +11,6 @@ is still fixed when ``triton`` is first imported: the interpreter works only if
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +18,7 @@ from typing import Any
 import torch
 import triton
 
-
-def interpreting() -> bool:
-    """Whether Triton kernels run on CPU tensors through the interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+from ai_system.ops.dispatch import interpreting
 
 
 class Kernel:

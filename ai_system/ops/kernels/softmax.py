@@ -12,12 +12,7 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, RowLaunch
-
-
-def softmax_reference(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dimension, accumulated in fp32, returned in ``x.dtype``."""
-    return torch.softmax(x.float(), dim=-1).to(x.dtype)
+from ai_system.ops.kernels import Kernel, RowLaunch
 
 
 def _softmax_kernel(x_ptr, out_ptr, n_cols, x_row_stride, x_col_stride, out_row_stride,

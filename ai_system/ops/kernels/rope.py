@@ -12,16 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel
-
-
-def rope_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (batch, seq, heads, head_dim) by per-position angles; cos/sin are (batch or 1, seq, head_dim/2)."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    cos, sin = cos.float().unsqueeze(2), sin.float().unsqueeze(2)
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+from ai_system.ops.kernels import Kernel
 
 
 def _rope_kernel(x_ptr, cos_ptr, sin_ptr, out_ptr, seq_len, n_heads, half,

@@ -5,40 +5,24 @@ back for the activation. Here the bias and activation run on the fp32 accumulato
 still in registers, so the output is written once. The SwiGLU variant runs the gate and up
 projections against the same loaded tile of ``x`` and writes only ``silu(x·W_gate) * (x·W_up)``,
 skipping two intermediate (tokens × hidden) tensors and one read of ``x``. ``W`` is taken in
-``nn.Linear`` layout (out_features, in_features) through strides, never transposed in memory.
+``nn.Linear`` layout (out_features, in_features) through strides, never transposed in memory; the
+bias through its stride too, so a broadcast scalar (stride 0) or a strided slice is read correctly.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ai_system.inference.kernels import Kernel, interpreting
+from ai_system.ops.kernels import Kernel, interpreting
 
-ACTIVATIONS = {"none": 0, "gelu": 1, "silu": 2}
-SWIGLU = 3
-
-
-def matmul_bias_act_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                              activation: str) -> torch.Tensor:
-    """``act(x @ weight.T + bias)`` in fp32, returned in ``x.dtype``; GELU is the exact (erf) form."""
-    out = F.linear(x.float(), weight.float(), None if bias is None else bias.float())
-    if activation == "gelu":
-        out = F.gelu(out)
-    elif activation == "silu":
-        out = F.silu(out)
-    return out.to(x.dtype)
-
-
-def swiglu_matmul_reference(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor:
-    """``silu(x @ w_gate.T) * (x @ w_up.T)`` in fp32, returned in ``x.dtype``."""
-    return (F.silu(F.linear(x.float(), w_gate.float())) * F.linear(x.float(), w_up.float())).to(x.dtype)
+ACTIVATION_CODES = {"none": 0, "gelu": 1, "silu": 2, "relu": 3}
+SWIGLU = 4
 
 
 def _matmul_kernel(a_ptr, b_ptr, b2_ptr, bias_ptr, out_ptr, M, N, K,
-                   sa_m, sa_k, sb_k, sb_n, sb2_k, sb2_n, so_m, so_n,
+                   sa_m, sa_k, sb_k, sb_n, sb2_k, sb2_n, s_bias, so_m, so_n,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                    ACTIVATION: tl.constexpr, HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
@@ -61,16 +45,18 @@ def _matmul_kernel(a_ptr, b_ptr, b2_ptr, bias_ptr, out_ptr, M, N, K,
         b_mask = (ks[:, None] < K) & (offs_n[None, :] < N)
         b = tl.load(b_ptr + ks[:, None] * sb_k + offs_n[None, :] * sb_n, mask=b_mask, other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        if ACTIVATION == 3:
+        if ACTIVATION == 4:
             b_up = tl.load(b2_ptr + ks[:, None] * sb2_k + offs_n[None, :] * sb2_n, mask=b_mask, other=0.0)
             acc_up = tl.dot(a, b_up, acc_up, input_precision=PRECISION)
     if HAS_BIAS:
-        acc = acc + tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+        acc = acc + tl.load(bias_ptr + offs_n * s_bias, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
     if ACTIVATION == 1:
         acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
     elif ACTIVATION == 2:
         acc = acc / (1.0 + tl.exp(-acc))
     elif ACTIVATION == 3:
+        acc = tl.maximum(acc, 0.0)
+    elif ACTIVATION == 4:
         acc = acc / (1.0 + tl.exp(-acc)) * acc_up
     tl.store(out_ptr + offs_m[:, None] * so_m + offs_n[None, :] * so_n, acc.to(out_ptr.dtype.element_ty),
              mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
@@ -94,7 +80,8 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, weight_up: torch.Tensor | Non
     grid = (triton.cdiv(n_rows, block_m) * triton.cdiv(n_out, block_n),)
     up = weight if weight_up is None else weight_up
     matmul_kernel[grid](a, weight, up, bias, out, n_rows, n_out, n_in, a.stride(0), a.stride(1),
-                        weight.stride(1), weight.stride(0), up.stride(1), up.stride(0), out.stride(0), out.stride(1),
+                        weight.stride(1), weight.stride(0), up.stride(1), up.stride(0),
+                        0 if bias is None else bias.stride(0), out.stride(0), out.stride(1),
                         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, ACTIVATION=activation,
                         HAS_BIAS=bias is not None, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
                         num_warps=warps, num_stages=stages)
@@ -104,7 +91,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, weight_up: torch.Tensor | Non
 def matmul_bias_act_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                            activation: str) -> torch.Tensor:
     """Launch on validated inputs: x (..., in), weight (out, in), bias (out,) or None."""
-    return _launch(x, weight, None, bias, ACTIVATIONS[activation])
+    return _launch(x, weight, None, bias, ACTIVATION_CODES[activation])
 
 
 def swiglu_matmul_triton(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor:

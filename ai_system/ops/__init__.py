@@ -1,75 +1,28 @@
-"""The inference ops: one public function per op, each choosing a Triton kernel or its torch reference.
+"""The ops: one public function per op that checks its arguments, then runs a Triton kernel or the torch reference.
 
-A call runs the Triton kernel when its tensors live on a CUDA device, or on the CPU with
-``TRITON_INTERPRET=1`` (how the parity tests run here). It runs the plain-torch reference inside
-``reference_only()``, when autograd needs a graph (kernels are forward-only), under
-``torch.compile`` (so Inductor can fuse the reference itself), for tensor subclasses such as
-DTensor, for bf16 under the interpreter (which cannot compute it), and otherwise on the CPU.
+``dispatch`` holds the rule that picks the path (a kernel on CUDA tensors; the reference on the
+CPU, under autograd, ``torch.compile`` or ``reference_only()``) and ``dispatch_table`` states it per
+op. ``reference`` holds the plain-torch version of every op; ``kernels/`` the Triton kernels, one
+file per op, imported only when a call launches one, so this package imports without Triton.
 Arguments are checked first, whichever path runs, so a bad call fails the same way everywhere and
-never reaches a kernel launch.
+never reaches a kernel launch. This package imports nothing else from ``ai_system``: models,
+inference, recommender and search code build on it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
-
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from ai_system.inference.kernels import interpreting
-from ai_system.inference.kernels.attention import (
-    attention_reference,
-    attention_triton,
-    decode_attention_triton,
-)
-from ai_system.inference.kernels.layernorm import layer_norm_reference, layer_norm_triton
-from ai_system.inference.kernels.matmul import (
-    ACTIVATIONS,
-    matmul_bias_act_reference,
-    matmul_bias_act_triton,
-    swiglu_matmul_reference,
-    swiglu_matmul_triton,
-)
-from ai_system.inference.kernels.rmsnorm import rms_norm_reference, rms_norm_triton
-from ai_system.inference.kernels.rope import rope_reference, rope_triton
-from ai_system.inference.kernels.similarity_topk import MAX_K, similarity_topk_reference, similarity_topk_triton
-from ai_system.inference.kernels.softmax import softmax_reference, softmax_triton
-from ai_system.inference.kernels.swiglu import swiglu_reference, swiglu_triton
+from ai_system.ops import reference
+from ai_system.ops.dispatch import MAX_TOPK_KERNEL_K, dispatch_table, reference_only, use_triton
+
+__all__ = ["attention", "decode_attention", "dispatch_table", "matmul_bias_act", "reference_only", "rms_norm",
+           "rope", "similarity_topk", "softmax", "swiglu_linear", "swiglu_matmul", "use_triton"]
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
-PLAIN_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
-_REFERENCE_ONLY = contextvars.ContextVar("reference_only", default=False)
-
-
-@contextlib.contextmanager
-def reference_only() -> Iterator[None]:
-    """Run every op on its torch reference inside this block: the baseline a kernel is measured against."""
-    token = _REFERENCE_ONLY.set(True)
-    try:
-        yield
-    finally:
-        _REFERENCE_ONLY.reset(token)
-
-
-def use_triton(*tensors: torch.Tensor | None) -> bool:
-    """Whether this call should launch the Triton kernel (see the module docstring for the rules)."""
-    present = [t for t in tensors if t is not None]
-    devices = {t.device.type for t in present}
-    if len(devices) > 1:
-        raise ValueError(f"all tensors must be on one device, got {sorted(devices)}")
-    if _REFERENCE_ONLY.get() or torch.compiler.is_compiling():
-        return False
-    if any(type(t) not in PLAIN_TENSOR_TYPES for t in present):
-        return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
-        return False
-    if any(t.numel() == 0 for t in present):
-        return False
-    if devices == {"cuda"}:
-        return True
-    return devices == {"cpu"} and interpreting() and all(t.dtype != torch.bfloat16 for t in present)
 
 
 def _check_float(name: str, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> None:
@@ -98,7 +51,11 @@ def softmax(x: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dimension; fp32 accumulation, output in ``x.dtype``."""
     _check_float("x", x)
     _check_rank("x", x)
-    return softmax_triton(x) if use_triton(x) else softmax_reference(x)
+    if use_triton(x):
+        from ai_system.ops.kernels.softmax import softmax_triton
+
+        return softmax_triton(x)
+    return reference.softmax(x)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -110,25 +67,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     if use_triton(x, weight):
+        from ai_system.ops.kernels.rmsnorm import rms_norm_triton
+
         return rms_norm_triton(x, weight.contiguous(), eps)
-    return rms_norm_reference(x, weight, eps)
-
-
-def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-               eps: float = 1e-5) -> torch.Tensor:
-    """LayerNorm over the last dimension with optional affine weight and bias; output in ``x.dtype``."""
-    _check_float("x", x)
-    _check_rank("x", x)
-    for name, tensor in (("weight", weight), ("bias", bias)):
-        if tensor is not None:
-            _check_float(name, tensor)
-        _check_vector(name, tensor, x.shape[-1])
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    if use_triton(x, weight, bias):
-        return layer_norm_triton(x, None if weight is None else weight.contiguous(),
-                                 None if bias is None else bias.contiguous(), eps)
-    return layer_norm_reference(x, weight, bias, eps)
+    return reference.rms_norm(x, weight, eps)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -144,8 +86,10 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"{name} must have shape (1 or {batch}, {seq_len}, {head_dim // 2}), "
                              f"got {tuple(table.shape)}")
     if use_triton(x, cos, sin):
+        from ai_system.ops.kernels.rope import rope_triton
+
         return rope_triton(x, cos.contiguous(), sin.contiguous())
-    return rope_reference(x, cos, sin)
+    return reference.rope(x, cos, sin)
 
 
 def _check_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> None:
@@ -181,46 +125,43 @@ def _check_lengths(lengths: torch.Tensor | None, batch: int) -> None:
                          f"{lengths.dtype} {tuple(lengths.shape)}")
 
 
-def _mask_with_lengths(mask: torch.Tensor | None, lengths: torch.Tensor | None, n_keys: int) -> torch.Tensor | None:
-    """The reference path's view of ``lengths``: keys at or past a row's length are masked out."""
-    if lengths is None:
-        return mask
-    filled = (torch.arange(n_keys, device=lengths.device) < lengths.view(-1, 1)).view(-1, 1, 1, n_keys)
-    return filled if mask is None else mask & filled
-
-
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
               causal: bool = False, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Scaled dot-product attention, q (batch, q_heads, seq, dim), k/v (batch, kv_heads, keys, dim).
 
     ``mask`` (boolean, True = may attend) broadcasts to (batch, q_heads, seq, keys); ``causal`` lets
     query i see keys j <= i, aligned at the top-left like SDPA's ``is_causal``; ``lengths`` (batch,)
-    limits row b to its first ``lengths[b]`` keys, which the kernel then never reads (a KV cache
-    allocated longer than the row has filled). kv_heads may divide q_heads (grouped-query
-    attention). Returns (batch, q_heads, seq, dim).
+    limits row b to its first ``lengths[b]`` keys (a KV cache allocated longer than the row has
+    filled), which the kernel then never reads (the reference masks them; see
+    ``reference.attention``). kv_heads may divide q_heads (grouped-query attention). Returns
+    (batch, q_heads, seq, dim).
     """
     _check_attention(q, k, v, mask)
     _check_lengths(lengths, q.shape[0])
     if use_triton(q, k, v, mask, lengths):
+        from ai_system.ops.kernels.attention import attention_triton
+
         return attention_triton(q, k, v, mask, causal, None if lengths is None else lengths.contiguous())
-    return attention_reference(q, k, v, _mask_with_lengths(mask, lengths, k.shape[2]), causal)
+    return reference.attention(q, k, v, mask, causal, lengths)
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                      lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of one new token per row, q (batch, q_heads, 1, dim), over a KV cache (batch, kv_heads, L, dim).
 
-    ``lengths`` (batch,) says how many leading cache slots each row has filled: later slots are
-    neither read nor attended, so a cache allocated for the longest request costs nothing for the
-    shorter ones. ``mask`` (boolean, broadcastable to (batch, q_heads, 1, L)) hides slots within that.
+    ``lengths`` (batch,) says how many leading cache slots each row has filled: the kernel neither
+    reads nor attends later slots, so a cache allocated for the longest request costs nothing for
+    the shorter ones. ``mask`` (boolean, broadcastable to (batch, q_heads, 1, L)) hides slots within that.
     """
     _check_attention(q, k, v, mask)
     if q.shape[2] != 1:
         raise ValueError(f"decode_attention takes one query position per row, got q of shape {tuple(q.shape)}")
     _check_lengths(lengths, q.shape[0])
     if use_triton(q, k, v, mask, lengths):
+        from ai_system.ops.kernels.attention import decode_attention_triton
+
         return decode_attention_triton(q, k, v, mask, None if lengths is None else lengths.contiguous())
-    return attention_reference(q, k, v, _mask_with_lengths(mask, lengths, k.shape[2]))
+    return reference.attention(q, k, v, mask, lengths=lengths)
 
 
 def _check_matmul(x: torch.Tensor, weights: dict[str, torch.Tensor], bias: torch.Tensor | None) -> None:
@@ -240,35 +181,58 @@ def _check_matmul(x: torch.Tensor, weights: dict[str, torch.Tensor], bias: torch
 
 def matmul_bias_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                     activation: str = "none") -> torch.Tensor:
-    """``act(x @ weight.T + bias)`` with weight in nn.Linear layout; activation is none, gelu or silu."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    """``act(x @ weight.T + bias)`` with weight in nn.Linear layout; activation is none, relu, gelu or silu.
+
+    Any strides work, the bias's too (a slice, or a scalar broadcast with ``expand``).
+    """
+    if activation not in reference.ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(reference.ACTIVATIONS)}, got {activation!r}")
     _check_matmul(x, {"weight": weight}, bias)
     if use_triton(x, weight, bias):
+        from ai_system.ops.kernels.matmul import matmul_bias_act_triton
+
         return matmul_bias_act_triton(x, weight, bias, activation)
-    return matmul_bias_act_reference(x, weight, bias, activation)
+    return reference.matmul_bias_act(x, weight, bias, activation)
 
 
 def swiglu_matmul(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor:
     """``silu(x @ w_gate.T) * (x @ w_up.T)``: both projections of a SwiGLU MLP in one kernel."""
     _check_matmul(x, {"w_gate": w_gate, "w_up": w_up}, None)
     if use_triton(x, w_gate, w_up):
+        from ai_system.ops.kernels.matmul import swiglu_matmul_triton
+
         return swiglu_matmul_triton(x, w_gate, w_up)
-    return swiglu_matmul_reference(x, w_gate, w_up)
+    return reference.swiglu_matmul(x, w_gate, w_up)
 
 
-def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """``silu(gate) * up`` elementwise: the SwiGLU gate after the two projections."""
-    _check_float("gate", gate)
-    _check_float("up", up, gate.dtype)
-    _check_rank("gate", gate)
-    if gate.shape != up.shape:
-        raise ValueError(f"gate and up must have the same shape, got {tuple(gate.shape)} and {tuple(up.shape)}")
-    return swiglu_triton(gate, up) if use_triton(gate, up) else swiglu_reference(gate, up)
+def _fusable(linear: nn.Module, x: torch.Tensor) -> bool:
+    """A bias-free ``nn.Linear`` whose forward is exactly ``x @ weight.T``: no hooks (tensor parallelism
+    and FSDP add them), no subclass, weights in ``x``'s dtype and no autocast (which would cast them).
+    Any other module must run itself."""
+    return (type(linear) is nn.Linear and linear.bias is None and not linear._forward_pre_hooks
+            and not linear._forward_hooks and linear.weight.dtype == x.dtype
+            and not torch.is_autocast_enabled(x.device.type))
+
+
+def swiglu_linear(x: torch.Tensor, gate: nn.Module, up: nn.Module) -> torch.Tensor:
+    """``silu(gate(x)) * up(x)``, the SwiGLU MLP's two projections, in one fused kernel where it applies.
+
+    The fused dual GEMM runs where ``swiglu_matmul``'s kernel would and both modules are plain
+    bias-free ``nn.Linear``s in ``x``'s dtype. Everywhere else, training, tensor parallelism (whose
+    DTensor plans are hooks on these modules), autocast or the CPU, the modules themselves run, so
+    their hooks, sharded parameters, casts and autograd work unchanged.
+    """
+    if _fusable(gate, x) and _fusable(up, x) and use_triton(x, gate.weight, up.weight):
+        return swiglu_matmul(x, gate.weight, up.weight)
+    return F.silu(gate(x)) * up(x)
 
 
 def similarity_topk(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` highest dot-product keys per query: (scores fp32 (queries, k), indices int64), best first."""
+    """The ``k`` highest dot-product keys per query: (scores fp32 (queries, k), indices int64), best first.
+
+    The kernel keeps at most ``MAX_TOPK_KERNEL_K`` (1024) candidates per query; a larger ``k`` takes the
+    reference on any device.
+    """
     _check_float("queries", queries)
     _check_float("keys", keys, queries.dtype)
     _check_rank("queries", queries, rank=2)
@@ -276,10 +240,12 @@ def similarity_topk(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[
     if queries.shape[1] != keys.shape[1]:
         raise ValueError(f"queries (n, {queries.shape[1]}) and keys (m, {keys.shape[1]}) must share the "
                          "vector dimension")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(MAX_K, keys.shape[0]):
-        raise ValueError(f"k must be an int in [1, min({MAX_K}, number of keys = {keys.shape[0]})], got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= keys.shape[0]:
+        raise ValueError(f"k must be an int in [1, number of keys = {keys.shape[0]}], got {k!r}")
     if keys.shape[0] >= 2**31:
         raise ValueError(f"at most 2**31 - 1 keys are supported (indices pack into 32 bits), got {keys.shape[0]}")
-    if use_triton(queries, keys):
+    if k <= MAX_TOPK_KERNEL_K and use_triton(queries, keys):
+        from ai_system.ops.kernels.similarity_topk import similarity_topk_triton
+
         return similarity_topk_triton(queries, keys, k)
-    return similarity_topk_reference(queries, keys, k)
+    return reference.similarity_topk(queries, keys, k)
