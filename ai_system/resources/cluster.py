@@ -229,6 +229,29 @@ class Cluster:
                                       f"{free[node].tolist()} of {capacity[node].tolist()}")
 
 
+def carve_nodes(nodes: Sequence[NodeSpec], count: int, seed: int = 0) -> list[NodeSpec]:
+    """``count`` nodes with the node list's mix of shapes (CPU, memory, GPUs, model), largest remainder first.
+
+    Each shape gets its proportional share; which nodes of a shape are taken is a seeded draw.
+    """
+    if not 0 < count <= len(nodes):
+        raise ValueError(f"cannot carve {count} nodes out of a list of {len(nodes)}")
+    by_shape: dict[tuple, list[NodeSpec]] = {}
+    for node in nodes:
+        by_shape.setdefault((node.cpu_milli, node.memory_mib, node.gpus, node.gpu_model), []).append(node)
+    shares = {shape: count * len(group) / len(nodes) for shape, group in by_shape.items()}
+    taken = {shape: int(share) for shape, share in shares.items()}
+    by_remainder = sorted(shares, key=lambda shape: (-(shares[shape] - taken[shape]), -len(by_shape[shape]),
+                                                     str(shape)))
+    for shape in by_remainder[:count - sum(taken.values())]:
+        taken[shape] += 1
+    rng = np.random.default_rng(seed)
+    carved = []
+    for shape, group in by_shape.items():
+        carved += [group[i] for i in sorted(rng.choice(len(group), size=taken[shape], replace=False))]
+    return carved
+
+
 def best_gpu_slots(free: np.ndarray, num_gpu: int, gpu_milli: int) -> np.ndarray:
     """For each row of ``free[K, slots]``, the ``num_gpu`` slots a task takes: those with the least free milli
     that still fit, lowest slot first on ties. Whole GPUs take the first fully free ones; a share packs onto
