@@ -98,7 +98,8 @@ def test_seed_row_gpu_allocation_100_nodes(benchmark, record, profile):
         record(name="gpu_allocation_100_nodes", value=allocated, unit="% of GPU capacity", better="higher",
                area="resources", scale="100 nodes", seed_row="resource_utilization" if ours else None,
                params={"policy": policy, "nodes": 100, "gpus": gpus, "seeds": len(seeds), "pod_list": "default",
-                       "vs_best_fit": round(allocated / final["best-fit"], 4), "vs_fgd": round(allocated / final["fgd"], 4)},
+                       "vs_best_fit": round(allocated / final["best-fit"], 4),
+                       "vs_fgd": round(allocated / final["fgd"], 4)},
                curve={"arrived_pct": arrived, "allocated_pct": mean["allocated_pct"]},
                description=f"{policy}: GPU allocation after arrivals worth 130% of the capacity of 100 nodes carved "
                            f"from the trace's node list ({gpus:.0f} GPUs), mean of {len(seeds)} seeds; "
@@ -133,8 +134,9 @@ def test_replay_queueing_delay(benchmark, record, profile):
         for q in (50, 99):
             record(name=f"replay_queueing_delay_p{q}", value=result.delay_percentile(q), unit="s", better="lower",
                    area="resources", scale=scale, params=params, x="offered_load",
-                   description=f"{policy}: p{q} of (start − arrival) over {len(result.queueing_delays)} started jobs; "
-                               f"{len(result.never_started)} still waiting at the end, {len(result.never_fit)} never fit")
+                   description=f"{policy}: p{q} of (start − arrival) over {len(result.queueing_delays)} started "
+                               f"jobs; {len(result.never_started)} still waiting at the end, "
+                               f"{len(result.never_fit)} never fit")
 
 
 def _synthetic(nodes: list[NodeSpec], count: int) -> list[NodeSpec]:
