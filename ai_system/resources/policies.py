@@ -21,6 +21,7 @@ The baselines follow the FGD paper's simulator (alibaba/kubernetes-scheduler-sim
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -128,12 +129,26 @@ class GpuClustering(Policy):
         return tier * TIER + cluster.gpu_free[nodes].sum(axis=1), None
 
 
+REQUEST_CACHE = 256
+
+
+class _NodeChoices:
+    """Per node: the best choice's sort keys and GPU slots for one request, and when they were scored."""
+
+    def __init__(self, nodes: int, num_gpu: int) -> None:
+        self.scored_at = np.full(nodes, -1, dtype=np.int64)
+        self.keys: list[np.ndarray] = []
+        self.slots = np.zeros((nodes, num_gpu), dtype=np.int64)
+
+
 class FragmentationGradient(Policy):
     """FGD: the placement (node and GPUs) that increases the cluster's F(M) least.
 
     Each node's profile (GPUs and free milli at or above each threshold) and F are cached and only
     the node that changed is recomputed; a candidate's profile is its node's, shifted by the GPUs it
-    takes, so scoring costs (candidates × thresholds + candidates × types), not × GPUs.
+    takes, so scoring costs (candidates × thresholds + candidates × types), not × GPUs. A node's best
+    choice for a given request is a function of that node alone, so it is kept per request and
+    recomputed only for nodes that changed since (a placement changes one node).
     """
 
     name = "fgd"
@@ -146,6 +161,9 @@ class FragmentationGradient(Policy):
         self._cluster: Cluster | None = None
         self._version = -1
         self._count = self._usable = self._before = np.zeros(0, dtype=np.int64)
+        self._tick = 0
+        self._changed_at = np.zeros(0, dtype=np.int64)
+        self._by_request: OrderedDict[tuple, _NodeChoices] = OrderedDict()
 
     def fragmentation_model(self, cluster: Cluster) -> FragmentationModel:
         if self._model is None or self._cluster is not cluster:
@@ -167,8 +185,12 @@ class FragmentationGradient(Policy):
             rows = slice(None)
             self._count, self._usable = model.profile(cluster.gpu_free)
             self._before = np.zeros(len(cluster), dtype=np.int64)
+            self._changed_at = np.zeros(len(cluster), dtype=np.int64)
+            self._by_request.clear()
         else:
             return self._count, self._usable, self._before
+        self._tick += 1
+        self._changed_at[rows] = self._tick
         self._count[rows], self._usable[rows] = model.profile(cluster.gpu_free[rows])
         self._before[rows] = self._fragmentation(cluster, rows, self._count[rows], self._usable[rows],
                                                  cluster.gpu_free[rows].sum(axis=1), cluster.cpu_free[rows],
@@ -187,6 +209,25 @@ class FragmentationGradient(Policy):
         return np.arange(len(nodes)), best_gpu_slots(free, task.num_gpu, task.gpu_milli)
 
     def scores(self, cluster: Cluster, task: Task, nodes: np.ndarray) -> tuple[Keys, np.ndarray]:
+        self.node_state(cluster)
+        request = (task.cpu_milli, task.memory_mib, task.num_gpu, task.gpu_milli, task.gpu_models)
+        choices = self._by_request.pop(request, None) or _NodeChoices(len(cluster), task.num_gpu)
+        self._by_request[request] = choices
+        while len(self._by_request) > REQUEST_CACHE:
+            self._by_request.popitem(last=False)
+        stale = nodes[choices.scored_at[nodes] < self._changed_at[nodes]]
+        if len(stale):
+            keys, slots = self.score_nodes(cluster, task, stale)
+            choices.keys = choices.keys or [np.zeros(len(cluster), dtype=key.dtype) for key in keys]
+            for cached, key in zip(choices.keys, keys, strict=True):
+                cached[stale] = key
+            choices.slots[stale] = slots
+            choices.scored_at[stale] = self._tick
+        return tuple(cached[nodes] for cached in choices.keys), choices.slots[nodes]
+
+    def score_nodes(self, cluster: Cluster, task: Task, nodes: np.ndarray) -> tuple[tuple[np.ndarray, ...],
+                                                                                    np.ndarray]:
+        """Each node's best choice (sort keys and GPU slots), computed from the current state."""
         count, usable, before = self.node_state(cluster)
         model = self.fragmentation_model(cluster)
         rows, slots = self.candidates(cluster, task, nodes)
