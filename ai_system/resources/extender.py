@@ -45,6 +45,7 @@ GPU_MODEL_ANNOTATION = "ai-system.io/gpu-model"
 GPU_INDEX_ANNOTATION = "ai-system.io/gpu-index"
 NODE_MODEL_LABELS = ("ai-system.io/gpu-model", "nvidia.com/gpu.product")
 MAX_EXTENDER_PRIORITY = 10
+PENDING_LIMIT = 10_000  # pods filtered but not (yet) bound, oldest forgotten first
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _SUFFIX = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
@@ -188,6 +189,8 @@ class ExtenderState:
         task = task_from_pod(args["Pod"])
         uid = str(((args["Pod"].get("metadata") or {}).get("uid")) or task.name)
         self.pending[uid] = task
+        if len(self.pending) > PENDING_LIMIT:
+            self.pending.pop(next(iter(self.pending)))
         if args.get("Nodes") is not None:
             items = _mapping(args["Nodes"], "ExtenderArgs.Nodes").get("items") or []
             self._see([node_from_k8s(item) for item in items])

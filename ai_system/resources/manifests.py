@@ -8,7 +8,7 @@
 * ``kueue_quotas`` — one Kueue ResourceFlavor per GPU model (selecting nodes by the label
   ``ai-system.io/gpu-model``) and a ClusterQueue whose nominal quotas are the pools' CPU, memory and
   GPUs; Kueue admits a job whole or not at all, our gang semantics at the queue level.
-* ``extender_deployment`` — ConfigMap, Deployment and Service that run ``ai-system schedule extender``.
+* ``extender_deployment`` — ConfigMap, RBAC, Deployment and Service that run ``ai-system schedule extender``.
 """
 
 from __future__ import annotations
@@ -92,29 +92,42 @@ def kueue_quotas(nodes: Sequence[NodeSpec], queue: str = "gpu-cluster") -> list[
 
 
 def extender_deployment(image: str = "ai-system:latest", policy: str = "fgd-pack") -> list[dict[str, Any]]:
-    """The extender as a Deployment + Service, and the scheduler config as a ConfigMap for kube-scheduler."""
+    """The extender as a Deployment + Service with the RBAC to bind pods, and the scheduler config as a
+    ConfigMap for kube-scheduler. FGD's target workload is read from the ConfigMap ``ai-system-typical-pods``
+    (key ``pod_list.csv``), created from a pod list: ``kubectl -n kube-system create configmap
+    ai-system-typical-pods --from-file=pod_list.csv=openb_pod_list_default.csv``."""
     labels = {"app.kubernetes.io/name": EXTENDER_NAME}
+    meta = {"name": EXTENDER_NAME, "namespace": NAMESPACE, "labels": labels}
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ai-system-scheduler-config",
                                                                    "namespace": NAMESPACE},
               "data": {"scheduler-config.yaml": to_yaml([scheduler_extender_config()])}}
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": EXTENDER_NAME},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                      {"apiGroups": [""], "resources": ["pods/binding"], "verbs": ["create"]},
+                      {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": EXTENDER_NAME},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": EXTENDER_NAME},
+               "subjects": [{"kind": "ServiceAccount", "name": EXTENDER_NAME, "namespace": NAMESPACE}]}
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": EXTENDER_NAME, "namespace": NAMESPACE, "labels": labels},
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels},
             "spec": {"serviceAccountName": EXTENDER_NAME, "containers": [{
                 "name": "extender", "image": image,
                 "command": ["ai-system", "schedule", "extender", "--host", "0.0.0.0", "--port", str(EXTENDER_PORT),
-                            "--policy", policy, "--typical-pods", "/data/pod_list.csv"],
+                            "--policy", policy, "--typical-pods", "/etc/ai-system/pod_list.csv"],
                 "ports": [{"containerPort": EXTENDER_PORT, "name": "http"}],
                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": EXTENDER_PORT}},
                 "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
-            }]}}},
+                "volumeMounts": [{"name": "typical-pods", "mountPath": "/etc/ai-system", "readOnly": True}],
+            }], "volumes": [{"name": "typical-pods", "configMap": {"name": "ai-system-typical-pods"}}]}}},
     }
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": EXTENDER_NAME, "namespace": NAMESPACE},
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": meta,
                "spec": {"selector": labels, "ports": [{"name": "http", "port": EXTENDER_PORT,
                                                         "targetPort": EXTENDER_PORT}]}}
-    return [config, deployment, service]
+    return [config, account, role, binding, deployment, service]
 
 
 def to_yaml(documents: Sequence[dict[str, Any]]) -> str:

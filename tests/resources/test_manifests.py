@@ -23,7 +23,8 @@ def _documents(kind: str) -> list[dict[str, Any]]:
     return [doc for docs in all_manifests(NODES).values() for doc in docs if doc["kind"] == kind]
 
 
-@pytest.mark.parametrize("kind", ["ConfigMap", "Deployment", "Service"])
+@pytest.mark.parametrize("kind", ["ConfigMap", "Deployment", "Service", "ServiceAccount", "ClusterRole",
+                                  "ClusterRoleBinding"])
 def test_core_kinds_pass_kubernetes_validate(kind):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for document in _documents(kind):
