@@ -119,10 +119,21 @@ def _fill(args: argparse.Namespace) -> int:
         return 0
     print(f"{curve.policy} on {len(nodes)} nodes ({curve.capacity_gpus:.0f} GPUs), seed {curve.seed}: "
           f"{curve.placed} placed, {len(curve.failed)} not placed, {len(rejected)} malformed rows")
+    print("GPUs: " + ", ".join(f"{model} × {count} ({memory // 1024} GiB)" if memory else f"{model} × {count}"
+                               for model, count, memory in _gpu_pools(nodes)))
     print(f"{'arrived %':>10} {'unallocated %':>14} {'allocated %':>12} {'fragmented %':>13}")
     for row in zip(curve.arrived_pct, curve.unallocated_pct, curve.allocated_pct, curve.fragmented_pct, strict=True):
         print(f"{row[0]:10.1f} {row[1]:14.2f} {row[2]:12.2f} {row[3]:13.2f}")
     return 0
+
+
+def _gpu_pools(nodes: list) -> list[tuple[str, int, int | None]]:
+    """(model, GPU count, memory per GPU in MiB or None for anonymised models) of each GPU model."""
+    pools: dict[str, list] = {}
+    for node in nodes:
+        if node.gpus:
+            pools.setdefault(node.gpu_model, []).append(node)
+    return [(model, sum(n.gpus for n in group), group[0].gpu_memory_mib) for model, group in sorted(pools.items())]
 
 
 def _replay(args: argparse.Namespace) -> int:
