@@ -19,6 +19,7 @@ COMMAND_MODULES = {
     "loadtest": "ai_system.inference.loadgen",
     "train": "ai_system.training.cli",
     "recommender": "ai_system.recsys.casestudy",
+    "schedule": "ai_system.resources.cli",
 }
 
 
