@@ -231,6 +231,7 @@ class PublishedRun:
 
 
 _KINDS = {"int": int, "int | None": int, "float | None": float, "bool | None": bool}
+_EXPECTED = {int: "an integer", float: "a number", bool: "yes, no or empty", str: "text"}
 _MEASUREMENTS = {"throughput": ("throughput_value", "throughput_unit"),
                  "cross_check": ("cross_check_value", "cross_check_unit")}
 COLUMNS = tuple(column for field in fields(PublishedRun)
@@ -253,8 +254,6 @@ def _parse_cell(run_id: str, name: str, text: str, annotation: str) -> object:
     except (ValueError, KeyError):
         raise ValueError(f"run {run_id!r}: {name}={text!r}: expected {_EXPECTED[kind]}") from None
 
-
-_EXPECTED = {int: "an integer", float: "a number", bool: "yes, no or empty", str: "text"}
 
 
 def _measurement(run_id: str, row: dict[str, str], value_column: str, unit_column: str) -> Measurement | None:
