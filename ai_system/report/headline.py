@@ -1,8 +1,9 @@
 """The headline of a results page: one row per question, judged against its baseline and goal.
 
 Figures answer a question when their metric declares it. Several figures can answer one question
-(one per shard count, per layout): the row then shows the one furthest from its goal and says how
-many of them met theirs, so a single weak case is never hidden behind a strong one.
+(one per shard count, per layout): the row then shows the one furthest from its goal (without a
+goal, the weakest in the metric's direction) and says how many met theirs, so a single weak case is
+never hidden behind a strong one.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ class Headline:
 
     @property
     def shown(self) -> Row:
-        """The figure the row shows: the one furthest from its goal, else the first."""
+        """The figure the row shows: the one furthest from its goal, else the weakest."""
         if self.judged:
             return max(self.judged, key=lambda row: _shortfall(row.metric))
-        return self.rows[0]
+        sign = 1 if self.rows[0].metric.better == "higher" else -1
+        return min(self.rows, key=lambda row: sign * row.metric.value)
 
     @property
     def status(self) -> str:
@@ -52,13 +54,14 @@ class Headline:
         return f"({sum(bool(row.metric.met) for row in judged)} of {len(judged)})" if len(judged) > 1 else ""
 
     def which(self) -> str:
-        """The parameters that tell the shown figure apart from the others answering the question."""
-        if len(self.rows) < 2:
-            return ""
+        """The parameters that tell the shown figure apart from the others answering the question:
+        one parameter when one suffices (``layout pp2-tp1``), else every one that varies."""
         shown = self.shown.metric.params
-        varying = [key for key in shown if len({str(row.metric.params.get(key)) for row in self.rows}) > 1]
-        label = params_label({key: shown[key] for key in varying})
-        return f"{'worst' if self.judged else 'first'} of {len(self.rows)}: {label}"
+        values = {key: [str(row.metric.params.get(key)) for row in self.rows] for key in shown}
+        varying = [key for key in shown if len(set(values[key])) > 1]
+        telling = next((key for key in varying if len(set(values[key])) == len(self.rows)), None)
+        label = params_label({key: shown[key] for key in ([telling] if telling else varying)})
+        return f"worst of {len(self.rows)}: {label}"
 
     def cells(self) -> list[str]:
         metric = self.shown.metric

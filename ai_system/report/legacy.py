@@ -87,8 +87,7 @@ def _planner(metric: Metric, match: re.Match, siblings: Siblings) -> dict[str, A
     unit = {"memory": "MB", "time": "s"}[match["what"]]
     suffix = {"memory": "mb", "time": "s"}[match["what"]]
     params = metric.params
-    calibration = (f" (calibrated {params['rank_gflops']:.3g} GFLOP/s per rank, {params['bus_gb_per_s']:.3g} GB/s bus)"
-                   if "rank_gflops" in params else "")
+    calibration = f" (calibrated {params['rank_gflops']:.3g} GFLOP/s per rank)" if "rank_gflops" in params else ""
     return {"question": f"How close is the capacity planner's {match['what']} prediction to a measured run?",
             "params": _without(params, f"measured_{suffix}", f"predicted_{suffix}", "rank_gflops", "bus_gb_per_s"),
             "baseline": Baseline(name=f"planner's prediction{calibration}", value=params[f"predicted_{suffix}"],

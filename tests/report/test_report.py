@@ -1,6 +1,7 @@
 """The report turns a known results folder into headline tables, readable details, history and plots."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -20,7 +21,8 @@ HARDWARE = {"cpu_model": "Test CPU", "cpu_cores": 2, "ram_gib": 8.0, "gpu": None
 LABEL = "Test CPU, 2 cores, 8.0 GiB, torch 2.13.0"
 
 
-def write_run(results: Path, when: str, commit: str, tests: dict[str, list], skipped=(), profile="quick") -> Path:
+def write_run(results: Path, when: str, commit: str, tests: dict[str, list], skipped=(), profile="quick",
+              hardware: str = "test-cpu-2c") -> Path:
     """A results file; ``tests`` maps a test id to its metrics (Metric, or a raw dict as older files hold)."""
     data = {
         "datetime": when,
@@ -28,10 +30,10 @@ def write_run(results: Path, when: str, commit: str, tests: dict[str, list], ski
         "benchmarks": [{"fullname": test, "stats": {},
                         "extra_info": {"metrics": [m.to_dict() if isinstance(m, Metric) else m for m in metrics]}}
                        for test, metrics in tests.items()],
-        "aisys": {"profile": profile, "hardware": HARDWARE, "hardware_slug": "test-cpu-2c",
-                  "hardware_label": LABEL, "skipped": list(skipped)},
+        "aisys": {"profile": profile, "hardware": HARDWARE, "hardware_slug": hardware,
+                  "hardware_label": LABEL if hardware == "test-cpu-2c" else hardware, "skipped": list(skipped)},
     }
-    folder = results / "test-cpu-2c"
+    folder = results / hardware
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{when[:10]}-{profile}.json"
     path.write_text(json.dumps(data))
@@ -172,6 +174,18 @@ def test_report_writes_headlines_details_history_and_plots(results, tmp_path):
     summary = (out / "home-summary.md").read_text()
     assert "[Training pipeline](results/training.md)" in summary and "1 of 1 goals met" in summary
     assert "[Recommender](results/recommender.md)" in summary and "0 of 1 goals met" in summary
+
+
+def test_a_second_hardware_gets_a_comparison_page(results, tmp_path):
+    out = tmp_path / "docs-results"
+    main(["report", "--results", str(results), "--out", str(out)])
+    assert not (out / "compare.md").exists()
+    write_run(results, "2026-03-01T00:00:00+00:00", "c" * 40, {TRAIN: [replace(MFU, value=45.0, spread=None)]},
+              hardware="big-gpu")
+    main(["report", "--results", str(results), "--out", str(out)])
+    compare = (out / "compare.md").read_text()
+    assert f"| Question | big-gpu | {LABEL} |" in compare
+    assert "aisys-met" in compare and "aisys-not-met" in compare and "aisys-not-measured" in compare
 
 
 def test_unknown_and_broken_files_are_skipped_with_one_line_each(results, tmp_path, capsys):
