@@ -20,7 +20,7 @@ Better = Literal["higher", "lower"]
 BaselineKind = Literal["peer", "peak", "limit", "formula"]
 BASELINE_KINDS = ("peer", "peak", "limit", "formula")
 # Units that make a figure a ratio, and what the ratio's 1.0 reads as in that unit.
-RATIO_UNITS: dict[str, float] = {"%": 100.0, "ratio": 1.0, "×": 1.0}
+RATIO_UNITS: dict[str, float] = {"%": 100.0, "ratio": 1.0, "×": 1.0, "x": 1.0}
 
 
 @dataclass(frozen=True)

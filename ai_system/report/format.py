@@ -56,7 +56,7 @@ def with_spread(value: float, spread: Spread | None) -> str:
 
 def with_unit(number: str, unit: str) -> str:
     """``0.85×``, ``60.4%``, ``19.7 samples/s``: ratios read as ratios."""
-    if unit in ("ratio", "×"):
+    if unit in ("ratio", "×", "x"):
         return f"{number}×"
     return f"{number}%" if unit == "%" else f"{number} {unit}"
 
