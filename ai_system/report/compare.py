@@ -69,7 +69,7 @@ def compare_runs(a: list[Row], b: list[Row], threshold: float = DEFAULT_THRESHOL
         else:
             line["verdict"] = "only in A" if metric_a else "only in B"
         lines.append(line)
-    frame = pd.DataFrame(lines, columns=["figure", "unit", "A", "B", "change", "band", "verdict"])
+    frame = pd.DataFrame(lines, columns=["verdict", "change", "band", "A", "B", "unit", "figure"])
     return frame.sort_values("verdict", key=lambda column: column.map(VERDICT_ORDER), kind="stable")
 
 
@@ -81,9 +81,17 @@ def comparison_text(path_a: Path, path_b: Path, threshold: float = DEFAULT_THRES
     header = [f"A: {_describe(run_a, path_a)}", f"B: {_describe(run_b, path_b)}", band, ""]
     counts = frame["verdict"].value_counts()
     summary = ", ".join(f"{counts[name]} {name}" for name in VERDICT_ORDER if name in counts)
-    body = frame.to_string(index=False) if not frame.empty else "(no figures in either run)"
+    body = _text_table(frame) if not frame.empty else "(no figures in either run)"
     warnings = [f"warning: {line}" for line in run_a.warnings + run_b.warnings]
     return "\n".join([*header, body, "", summary or "nothing to compare", *warnings]) + "\n"
+
+
+def _text_table(frame: pd.DataFrame) -> str:
+    """Left-aligned plain-text columns, for a terminal."""
+    cells = [list(frame.columns), *frame.astype(str).to_numpy().tolist()]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(cells[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in cells)
 
 
 def _describe(results: Results, path: Path) -> str:

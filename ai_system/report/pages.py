@@ -193,7 +193,9 @@ def overview_page(results: Results, newest: list[Row], has_compare: bool) -> str
     else:
         lines.append("No results yet: run `make bench` to measure this machine.")
     lines += ["", "Older runs: [history](history.md)." + (" Hardware side by side: [compare](compare.md)."
-                                                         if has_compare else "")]
+                                                         if has_compare else ""),
+              "To see what changed between two runs, with noise bands, before merging: "
+              "`ai-system report --compare RUN_A RUN_B` (run names as listed on the history page)."]
     return "\n".join(lines) + "\n"
 
 
