@@ -74,9 +74,13 @@ def profile(request: pytest.FixtureRequest) -> Profile:
 
 @pytest.fixture(scope="session")
 def peaks(profile: Profile) -> MeasuredPeaks:
-    """Hardware peaks measured in this run; see ``benchmarks/test_hardware_peaks.py``."""
-    return MeasuredPeaks(matmul_n=profile.pick(quick=1024, full=2048, gpu=8192),
-                         copy_bytes=profile.pick(quick=64 << 20, full=256 << 20, gpu=1 << 30))
+    """Hardware peaks measured in this run; see ``benchmarks/test_hardware_peaks.py``.
+
+    A benchmark that divides by a peak calls ``peaks.remeasure_matmul(device, dtype, threads=...)``
+    (or ``remeasure_copy``) next to its workload, with the workload's thread count.
+    """
+    return MeasuredPeaks(matmul_n=profile.pick(quick=2048, full=4096, gpu=16384),
+                         copy_bytes=profile.pick(quick=256 << 20, full=1 << 30, gpu=4 << 30))
 
 
 @pytest.fixture

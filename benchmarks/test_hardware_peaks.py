@@ -1,54 +1,61 @@
 """Measured peaks of this machine: dense matmul FLOP/s and memory copy bandwidth.
 
-Every later "fraction of peak" divides by these, taken in the same run. A peak is the fastest
-round (``stats.min``), the best the hardware showed; ordinary benchmarks report medians.
+Every later "fraction of peak" divides by these, taken in the same run. A peak is the best rate
+over several sizes and over timed trials after a warm-up (``ai_system.bench.peaks``); the published
+spread is over the trials at the best size, and the curve shows that the sizes reach a plateau.
+Ordinary benchmarks report medians.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from ai_system.bench.peaks import copy_workload, matmul_workload
+from ai_system.bench.peaks import MeasuredPeaks, Peak
 
 GPU_MATMUL_DTYPES = ("bfloat16", "tf32", "float32")
 
 
-def _measure_matmul(benchmark, record, peaks, device: str, dtype: str, rounds: int) -> None:
-    workload = matmul_workload(peaks.matmul_n, dtype, device)
-    benchmark.pedantic(workload.run, rounds=rounds, iterations=1, warmup_rounds=2)
-    flops = workload.work / benchmark.stats.stats.min
-    peaks.store("matmul", device, dtype, flops)
-    record(name=f"matmul_peak_{device}_{dtype}", value=flops / 1e12, unit="TFLOP/s", better="higher",
-           area="hardware", scale=f"{peaks.matmul_n}×{peaks.matmul_n} @ {peaks.matmul_n}×{peaks.matmul_n}",
-           params={"device": device, "dtype": dtype, "n": peaks.matmul_n},
-           description=f"dense {dtype} torch.mm on {device}, 2·n³ FLOPs over the fastest round")
+def _record_peak(record, peak: Peak, name: str, question: str, size_name: str, size_scale: float) -> None:
+    factor = peak.value / peak.rate
+    sizes = sorted(peak.rates_by_size)
+    record(name=name, value=peak.value, unit=peak.unit, better="higher", area="hardware",
+           scale=f"best of {', '.join(f'{size * size_scale:g}' for size in sizes)} {size_name}; "
+                 f"reached at {peak.size * size_scale:g}",
+           params={"device": peak.device, **({"dtype": peak.dtype} if peak.what == "matmul" else {}),
+                   "threads": peak.threads},
+           curve={size_name: [size * size_scale for size in sizes],
+                  peak.unit: [peak.rates_by_size[size] * factor for size in sizes]},
+           spread=peak.spread.scaled(factor), question=question,
+           description=f"{peak.label}: fastest timed trial after a warm-up, over the sizes tried; "
+                       "the denominator of every utilization on this hardware")
 
 
-def _measure_copy(benchmark, record, peaks, device: str, rounds: int) -> None:
-    workload = copy_workload(peaks.copy_bytes, device)
-    benchmark.pedantic(workload.run, rounds=rounds, iterations=1, warmup_rounds=2)
-    bandwidth = workload.work / benchmark.stats.stats.min
-    peaks.store("copy", device, "bytes", bandwidth)
-    record(name=f"copy_bandwidth_{device}", value=bandwidth / 1e9, unit="GB/s", better="higher",
-           area="hardware", scale=f"{peaks.copy_bytes >> 20} MiB buffer",
-           params={"device": device, "bytes": peaks.copy_bytes},
-           description=f"tensor.copy_ on {device}, read + write bytes over the fastest round")
+def _matmul(benchmark, record, peaks: MeasuredPeaks, device: str, dtype: str) -> None:
+    peak = benchmark.pedantic(peaks.remeasure_matmul, args=(device, dtype), rounds=1, iterations=1)
+    _record_peak(record, peak, f"matmul_peak_{device}_{dtype}",
+                 f"How fast does a dense {dtype} matmul run on this {device.upper()}?", "n", 1)
 
 
-def test_matmul_peak_cpu_fp32(benchmark, record, peaks, profile):
-    _measure_matmul(benchmark, record, peaks, "cpu", "float32", rounds=profile.pick(quick=5, full=20))
+def _copy(benchmark, record, peaks: MeasuredPeaks, device: str) -> None:
+    peak = benchmark.pedantic(peaks.remeasure_copy, args=(device,), rounds=1, iterations=1)
+    _record_peak(record, peak, f"copy_bandwidth_{device}",
+                 f"How fast does this {device.upper()} copy memory?", "MiB", 1 / 2**20)
 
 
-def test_copy_bandwidth_cpu(benchmark, record, peaks, profile):
-    _measure_copy(benchmark, record, peaks, "cpu", rounds=profile.pick(quick=5, full=20))
+def test_matmul_peak_cpu_fp32(benchmark, record, peaks):
+    _matmul(benchmark, record, peaks, "cpu", "float32")
+
+
+def test_copy_bandwidth_cpu(benchmark, record, peaks):
+    _copy(benchmark, record, peaks, "cpu")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", GPU_MATMUL_DTYPES)
 def test_matmul_peak_gpu(benchmark, record, peaks, dtype):
-    _measure_matmul(benchmark, record, peaks, "cuda", dtype, rounds=50)
+    _matmul(benchmark, record, peaks, "cuda", dtype)
 
 
 @pytest.mark.gpu
 def test_copy_bandwidth_gpu(benchmark, record, peaks):
-    _measure_copy(benchmark, record, peaks, "cuda", rounds=50)
+    _copy(benchmark, record, peaks, "cuda")

@@ -185,7 +185,8 @@ def _run(backend: str, out: Path, steps: int, probes: int) -> dict[str, object]:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("recommender", help="run the recommender case study end to end")
     parser.add_argument("--redis", action="store_true", help="use a local redis-server instead of the embedded store")
-    parser.add_argument("--out", type=Path, default=Path("results/case-studies"), help="where to write the JSON")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/recommender"),
+                        help="where to write the JSON (default: %(default)s; results/ holds benchmark runs only)")
     parser.add_argument("--steps", type=int, default=600, help="training steps of 256 samples")
     parser.set_defaults(func=_main)
 

@@ -37,12 +37,16 @@ def test_results_file_describes_hardware_software_and_commit(results_file):
 
 def test_results_file_holds_valid_metrics_and_no_raw_timings(results_file):
     data = json.loads(results_file.read_text())
-    names = set()
+    metrics = {}
     for bench in data["benchmarks"]:
         assert "data" not in bench["stats"]
-        for metric in bench["extra_info"]["metrics"]:
-            names.add(Metric.from_dict(metric).name)
-    assert {"matmul_peak_cpu_float32", "copy_bandwidth_cpu"} <= names
+        for entry in bench["extra_info"]["metrics"]:
+            metric = Metric.from_dict(entry)
+            metrics[metric.name] = metric
+    assert {"matmul_peak_cpu_float32", "copy_bandwidth_cpu"} <= set(metrics)
+    for peak in (metrics["matmul_peak_cpu_float32"], metrics["copy_bandwidth_cpu"]):
+        assert peak.question and peak.spread is not None and peak.spread.repeats >= 5
+        assert peak.params["threads"] >= 1 and len(peak.curve[next(iter(peak.curve))]) >= 2
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="GPU benchmarks run on a GPU machine")

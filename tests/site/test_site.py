@@ -52,9 +52,12 @@ def test_every_page_loads_scripts_styles_and_images_locally(site):
 
 
 def test_results_pages_are_built(site):
-    assert (site / "results" / "index.html").exists()
-    assert "The seed&rsquo;s performance table" in (site / "results" / "index.html").read_text() or \
-        "The seed's performance table" in (site / "results" / "index.html").read_text()
+    overview = (site / "results" / "index.html").read_text()
+    assert "performance table" in overview and "At a glance" in overview
+    home = (site / "index.html").read_text()
+    assert "results-summary" not in home and "aisys-status" in home
+    assert not (site / "results" / "home-summary" / "index.html").exists()
+    assert (site / "results" / "history" / "index.html").exists()
 
 
 @pytest.fixture(scope="module")
@@ -100,24 +103,47 @@ OWN_ORIGIN_ONLY = ("return performance.getEntriesByType('resource').map(e => e.n
                    ".filter(n => !n.startsWith(location.origin))")
 
 
-@pytest.mark.browser
-def test_results_page_shows_the_performance_table_and_every_image(browser, served, site):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+STATUSES = {"aisys-met", "aisys-not-met", "aisys-no-goal", "aisys-not-measured"}
+# The state of every status cell in the first table of the page (the headline): its class names.
+HEADLINE_STATES = ("const table = document.querySelector('article table');"
+                   "if (!table) return null;"
+                   "return Array.from(table.querySelectorAll('tbody tr')).map(row => {"
+                   "  const badge = row.querySelector('.aisys-status');"
+                   "  return badge ? Array.from(badge.classList).filter(c => c !== 'aisys-status')[0] : 'missing'; })")
+HEADLINE_HEADER = "return Array.from(document.querySelectorAll('article table')[0].querySelectorAll('th'))" \
+                  ".map(th => th.textContent.trim())"
 
+
+@pytest.mark.browser
+def test_home_and_overview_show_goals_met_per_system(browser, served):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{served}/")
+    assert set(browser.execute_script(HEADLINE_STATES)) <= STATUSES
+    assert browser.find_element(By.CSS_SELECTOR, "article table").is_displayed()
     browser.get(f"{served}/results/")
-    table = browser.find_element(By.CSS_SELECTOR, "article table")
-    assert table.is_displayed()
-    assert "Training Throughput" in table.text and "Inference Latency" in table.text
+    tables = browser.find_elements(By.CSS_SELECTOR, "article table")
+    assert any("Training Throughput" in table.text and "Inference Latency" in table.text for table in tables)
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "results-overview.png"))
-    area_pages = sorted(path.parent.name for path in (site / "results").glob("*/index.html"))
-    assert area_pages, "no area results pages were built"
-    for area in area_pages:
-        browser.get(f"{served}/results/{area}/")
+
+
+@pytest.mark.browser
+def test_every_results_page_opens_with_its_headline_and_loads_every_plot_locally(browser, served, site):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    pages = sorted(path.parent.name for path in (site / "results").glob("*/index.html"))
+    areas = [page for page in pages if page not in ("history", "compare")]
+    assert areas, "no system results pages were built"
+    for page in pages:
+        browser.get(f"{served}/results/{page}/")
         WebDriverWait(browser, 30).until(lambda driver: driver.execute_script(ALL_IMAGES_LOADED))
         assert browser.execute_script(OWN_ORIGIN_ONLY) == []
-    browser.save_screenshot(str(ARTIFACTS / f"results-{area_pages[-1]}.png"))
+        if page in areas and "declares a question" not in browser.page_source:
+            assert browser.execute_script(HEADLINE_HEADER)[:2] == ["Question", "Ours"], page
+            states = browser.execute_script(HEADLINE_STATES)
+            assert states and set(states) <= STATUSES, (page, states)
+    browser.save_screenshot(str(ARTIFACTS / f"results-{pages[-1]}.png"))
 
 
 @pytest.mark.browser
