@@ -14,10 +14,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ai_system.models.config import get_config
 from ai_system.parallel.compose import Layout
 from ai_system.parallel.launch import run_distributed
 from ai_system.parallel.runs import RunSpec, compare_layouts, measure_bubbles
+
+from ai_system.models.config import get_config
 from ai_system.planning.accelerators import get_accelerator
 from ai_system.planning.measure import validate_layouts
 from ai_system.planning.planner import ONE_TRILLION, Job, Parallelism, estimate, run_summary, search
