@@ -226,8 +226,8 @@ class Trainer:
         return loss, grad_norm, self.optimizer_step()
 
     def named_gradients(self) -> dict[str, torch.Tensor]:
-        """Whole gradients of this rank's parameters, by their plain-model names (a collective)."""
-        return {unwrapped_name(name): full_tensor(p.grad) for part in self.parts
+        """Copies of the whole gradients of this rank's parameters, by their plain-model names (a collective)."""
+        return {unwrapped_name(name): full_tensor(p.grad).detach().clone() for part in self.parts
                 for name, p in part.named_parameters() if p.grad is not None}
 
 

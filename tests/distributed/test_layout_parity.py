@@ -1,7 +1,7 @@
 """Every layout trains the same model as one process: the one trainer, sharded, next to itself unsharded.
 
-Gloo ranks on this CPU, the full recipe on both sides (AdamW with decay groups, clipping, warmup-
-cosine schedule). Tolerances are fp32: the first loss within 1e-5 absolute (values are O(1)),
+Gloo ranks on this CPU, batches of the stdlib corpus, the full recipe on both sides (AdamW with decay
+groups, clipping, warmup-cosine schedule). Tolerances are fp32: the first loss within 1e-5 absolute (values are O(1)),
 gradients within 1e-6 absolute (the largest reference gradient is ~3e-2), and the loss curves of
 10 steps within 1e-4 of the reference at every step. Observed differences are ~1e-7 or below
 (different summation order of the sharded matmuls and reductions), far inside these bounds.
@@ -18,7 +18,7 @@ from ai_system.distributed.layout import Layout
 from ai_system.training.config import TrainConfig
 from ai_system.training.parity import Comparison, compare_explicit_tensor_parallel, compare_layouts
 
-CONFIG = TrainConfig(model="debug", model_overrides={"n_layers": 4}, dataset="synthetic", seq_len=32, batch_size=8,
+CONFIG = TrainConfig(model="debug", model_overrides={"n_layers": 4}, dataset="stdlib", seq_len=32, batch_size=8,
                      steps=10, warmup_steps=2, progress=False)
 TWO_RANK_LAYOUTS = [
     "dp=2",
@@ -64,7 +64,7 @@ def test_two_rank_layout_matches_single_process(two_rank_results: dict[str, Comp
 
 def test_training_actually_moves_the_loss(two_rank_results: dict[str, Comparison]) -> None:
     losses = two_rank_results["tp=2"].losses
-    assert losses[-1] < losses[0] - 0.3
+    assert losses[-1] < losses[0] - 1.0
 
 
 def test_four_rank_compositions_match_single_process() -> None:
