@@ -1,76 +1,105 @@
-"""Capacity planner vs measurement: peak memory and step time of real runs of each layout.
+"""Capacity planner vs measurement: plan this machine, run the plans with the trainer, compare.
 
-The planner is given this machine as measured in the same run (one rank's training-step FLOP/s,
-gloo all-reduce bus bandwidth, efficiency 1), fp32 AdamW, FSDP over dp; memory is the peak of live
-tensor bytes (``LiveTensorMemory``). Four-rank layouts share two cores, so their step times are
-oversubscribed and only their memory is meaningful.
+``plan → run → verify``: the planner is given this machine as measured in the same run (one rank's
+training-step FLOP/s, gloo all-reduce bus bandwidth, efficiency 1), picks its fastest layouts, and
+the one trainer runs each; predicted and measured step time and peak memory are published side by
+side. Memory is the peak of live tensor bytes (``LiveTensorMemory``). A second set of fixed layouts
+(full profile) covers what the planner would not pick here: checkpointing, TP without SP, GPipe,
+4-rank compositions, whose step times on two shared cores are oversubscribed (only memory counts).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from ai_system.models.config import get_config
-from ai_system.parallel.compose import Layout
-from ai_system.parallel.launch import run_distributed
-from ai_system.parallel.runs import RunSpec
-from ai_system.planning.measure import validate_layouts
+from ai_system.distributed.launch import run_distributed
+from ai_system.distributed.layout import Layout
+from ai_system.planning.measure import plan_and_verify, validate_layouts
+from ai_system.training.config import TrainConfig
 
-TWO_RANK = [Layout(tp=2), Layout(pp=2, n_microbatches=4), Layout(dp=2)]
-TWO_RANK_FULL = [Layout(tp=2, sequence_parallel=False), Layout(pp=2, n_microbatches=4, schedule="gpipe")]
-FOUR_RANK = [Layout(dp=2, tp=2), Layout(pp=2, tp=2, n_microbatches=4), Layout(pp=2, dp=2, n_microbatches=2)]
-
-
-def _run_all(groups: list[list[Layout]], spec: RunSpec) -> list[dict]:
-    rows = []
-    for layouts in groups:
-        rows += run_distributed(validate_layouts, layouts[0].world_size, layouts, spec)
-    return rows
+PLAN_RANKS = 2
+FIXED_TWO_RANK = ["dp=2", "tp=2", "tp=2,sp=off", "pp=2,mb=2", "pp=2,mb=2,schedule=gpipe", "dp=2,recompute=full"]
+FIXED_FOUR_RANK = ["dp=2,tp=2", "pp=2,tp=2,mb=2", "pp=2,dp=2,mb=2"]
 
 
-def test_planner_predicted_vs_measured(benchmark, record, profile):
-    spec = RunSpec(get_config("small"), batch=8, seq_len=128, steps=profile.pick(quick=2, full=4))
-    groups = profile.pick(quick=[TWO_RANK],
-                          full=[[Layout(), Layout(checkpoint=True)], TWO_RANK + TWO_RANK_FULL, FOUR_RANK])
-    rows = benchmark.pedantic(_run_all, args=(groups, spec), rounds=1, iterations=1)
-    for row in rows:
-        ranks = row["ranks"]
-        params = {"layout": row["layout"], "schedule": row["schedule"], "sequence_parallel": row["sequence_parallel"],
-                  "checkpoint": row["checkpoint"], "model": "small", "batch": spec.batch, "seq_len": spec.seq_len,
-                  "device": "cpu", "backend": "gloo"}
+def _config(profile) -> TrainConfig:
+    return TrainConfig(model="small", dataset="synthetic", batch_size=8, seq_len=128, progress=False,
+                       steps=profile.pick(quick=3, full=5))
+
+
+def _params(row: dict, config: TrainConfig, plan_rank: int | None) -> dict:
+    params = {"layout": row["layout"], "ranks": row["ranks"], "schedule": row["schedule"],
+              "recompute": row["recompute"], "model": config.model, "batch": config.batch_size,
+              "seq_len": config.seq_len, "device": "cpu", "backend": "gloo",
+              "measured_s": round(row["measured_seconds"], 4), "predicted_s": round(row["predicted_seconds"], 4),
+              "measured_mb": round(row["measured_bytes"] / 1e6, 2),
+              "predicted_mb": round(row["predicted_bytes"] / 1e6, 2)}
+    if plan_rank is not None:
+        params["plan_rank"] = plan_rank
+    return params
+
+
+def _record_rows(record, rows: list[dict], config: TrainConfig, planned: bool) -> None:
+    for index, row in enumerate(rows):
+        params = _params(row, config, index + 1 if planned else None)
+        origin = f"plan #{index + 1} for this machine" if planned else "fixed layout"
         memory_error = row["predicted_bytes"] / row["measured_bytes"] - 1
         record(name="planner_memory_error", value=100 * abs(memory_error), unit="%", better="lower",
-               area="parallel", scale=f"{ranks} gloo ranks",
-               params={**params, "measured_mb": round(row["measured_bytes"] / 1e6, 2),
-                       "predicted_mb": round(row["predicted_bytes"] / 1e6, 2)},
-               description=f"{row['layout']}: planner memory per rank {row['predicted_bytes'] / 1e6:.1f} MB vs "
-                           f"measured peak live tensors {row['measured_bytes'] / 1e6:.1f} MB "
+               area="parallel", scale=f"{row['ranks']} gloo ranks", params=params,
+               description=f"{origin} {row['layout']}: planner memory per rank {row['predicted_bytes'] / 1e6:.1f} MB "
+                           f"vs measured peak live tensors {row['measured_bytes'] / 1e6:.1f} MB "
                            f"({100 * memory_error:+.1f}%); goal within 10%")
-        if ranks <= 2:
+        if row["ranks"] <= PLAN_RANKS:
             time_error = row["predicted_seconds"] / row["measured_seconds"] - 1
             record(name="planner_time_error", value=100 * abs(time_error), unit="%", better="lower",
-                   area="parallel", scale=f"{ranks} gloo ranks",
-                   params={**params, "measured_s": round(row["measured_seconds"], 4),
-                           "predicted_s": round(row["predicted_seconds"], 4),
-                           "rank_gflops": round(row["rank_flops"] / 1e9, 2),
+                   area="parallel", scale=f"{row['ranks']} gloo ranks",
+                   params={**params, "rank_gflops": round(row["rank_flops"] / 1e9, 2),
                            "bus_gb_per_s": round(row["bus_bandwidth"] / 1e9, 3)},
-                   description=f"{row['layout']}: planner step time {row['predicted_seconds']:.3f} s vs measured "
-                               f"{row['measured_seconds']:.3f} s ({100 * time_error:+.1f}%); gloo on a shared "
-                               "2-core CPU, collectives latency-bound")
+                   description=f"{origin} {row['layout']}: planner step time {row['predicted_seconds']:.3f} s vs "
+                               f"measured {row['measured_seconds']:.3f} s ({100 * time_error:+.1f}%); gloo on a "
+                               "shared 2-core CPU, collectives latency-bound")
+
+
+def test_planner_top_plans_run_as_predicted(benchmark, record, profile):
+    """The planner's best layouts for this machine, run by the trainer: the plan → run → verify loop."""
+    config = _config(profile)
+    count = profile.pick(quick=3, full=4)
+    rows = benchmark.pedantic(run_distributed, args=(plan_and_verify, PLAN_RANKS, config, count),
+                              rounds=1, iterations=1)
+    assert len(rows) == count, f"the planner proposed {len(rows)} distinct layouts, expected {count}"
+    _record_rows(record, rows, config, planned=True)
+
+
+def test_planner_fixed_layouts_predicted_vs_measured(benchmark, record, profile):
+    if profile.name == "quick":
+        pytest.skip("full profile only: the quick profile verifies the planner's own top plans")
+    config = _config(profile)
+
+    def run_all() -> list[dict]:
+        rows = run_distributed(validate_layouts, 1, [config, replace(config, layout=Layout(recompute="full"))])
+        for ranks, layouts in ((2, FIXED_TWO_RANK), (4, FIXED_FOUR_RANK)):
+            rows += run_distributed(validate_layouts, ranks,
+                                    [replace(config, layout=Layout.parse(text)) for text in layouts])
+        return rows
+
+    rows = benchmark.pedantic(run_all, rounds=1, iterations=1)
+    _record_rows(record, rows, config, planned=False)
 
 
 @pytest.mark.gpu
 def test_planner_memory_on_one_gpu(benchmark, record):
     """One GPU: the planner's memory for the unsharded 125M model, with and without checkpointing."""
-    spec = RunSpec(get_config("125M"), batch=8, seq_len=512, steps=3, device="cuda")
-    layouts = [Layout(), Layout(checkpoint=True)]
-    rows = benchmark.pedantic(run_distributed, args=(validate_layouts, 1, layouts, spec), kwargs={"backend": "nccl"},
+    config = TrainConfig(model="125M", dataset="synthetic", batch_size=8, seq_len=512, steps=3, progress=False)
+    configs = [config, replace(config, layout=Layout(recompute="full"))]
+    rows = benchmark.pedantic(run_distributed, args=(validate_layouts, 1, configs), kwargs={"backend": "nccl"},
                               rounds=1, iterations=1)
     for row in rows:
         error = row["predicted_bytes"] / row["measured_bytes"] - 1
         record(name="planner_memory_error_gpu", value=100 * abs(error), unit="%", better="lower", area="parallel",
-               scale="1 GPU", params={"layout": row["layout"], "checkpoint": row["checkpoint"], "model": "125M",
-                                      "batch": spec.batch, "seq_len": spec.seq_len, "device": "cuda",
+               scale="1 GPU", params={"layout": row["layout"], "recompute": row["recompute"], "model": "125M",
+                                      "batch": config.batch_size, "seq_len": config.seq_len, "device": "cuda",
                                       "measured_mb": round(row["measured_bytes"] / 1e6, 1),
                                       "predicted_mb": round(row["predicted_bytes"] / 1e6, 1)},
                description=f"{row['layout']}: planner memory {row['predicted_bytes'] / 1e6:.0f} MB vs "

@@ -9,23 +9,23 @@ in its TP step-time prediction.
 
 from __future__ import annotations
 
-from ai_system.models.config import get_config
-from ai_system.parallel.launch import run_distributed
-from ai_system.parallel.runs import RunSpec, time_tensor_parallel_variants
+from ai_system.distributed.launch import run_distributed
+from ai_system.training.config import TrainConfig
+from ai_system.training.parity import time_tensor_parallel_variants
 
 RANKS = 2
 
 
 def test_tensor_parallel_variants(benchmark, record):
-    spec = RunSpec(get_config("small"), batch=8, seq_len=128)
-    seconds = benchmark.pedantic(run_distributed, args=(time_tensor_parallel_variants, RANKS, spec),
+    config = TrainConfig(model="small", dataset="synthetic", batch_size=8, seq_len=128, progress=False)
+    seconds = benchmark.pedantic(run_distributed, args=(time_tensor_parallel_variants, RANKS, config),
                                  rounds=1, iterations=1)
     for variant, value in seconds.items():
-        params = {"variant": variant, "tp": RANKS, "model": "small", "batch": spec.batch, "seq_len": spec.seq_len,
-                  "device": "cpu", "backend": "gloo"}
+        params = {"variant": variant, "tp": RANKS, "model": "small", "batch": config.batch_size,
+                  "seq_len": config.seq_len, "device": "cpu", "backend": "gloo"}
         record(name="tp_forward_backward_seconds", value=value, unit="s", better="lower", area="parallel",
                scale=f"{RANKS} gloo ranks", params=params,
-               description=f"{variant}: median forward+backward of {spec.batch}×{spec.seq_len} tokens")
+               description=f"{variant}: median forward+backward of {config.batch_size}×{config.seq_len} tokens")
         if variant != "unsharded":
             record(name="tp_speedup_vs_unsharded", value=seconds["unsharded"] / value, unit="×", better="higher",
                    area="parallel", scale=f"{RANKS} gloo ranks", params=params,

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from ai_system.bench.metrics import Projection
+from ai_system.distributed.launch import run_torchrun
 from ai_system.training.config import TrainConfig
-from ai_system.training.launch import run_torchrun
 from ai_system.training.metrics import read_log, steady_state
 from ai_system.training.projection import project_fsdp
 from ai_system.training.trainer import train
@@ -72,8 +72,9 @@ def test_training_scaling_cpu_ranks(benchmark, record, profile, tmp_path):
               "--warmup-steps", "2", "--threads", "1"]
 
     def both() -> dict[int, list[dict]]:
-        return {ranks: _launch(tmp_path, f"ranks{ranks}", ranks, [*common, "--batch-size", str(ranks * per_rank_batch)],
-                               timeout_s=600) for ranks in (1, 2)}
+        return {ranks: _launch(tmp_path, f"ranks{ranks}", ranks, [*common, "--batch-size", str(ranks * per_rank_batch),
+                                                                  "--layout", f"dp={ranks}"], timeout_s=600)
+                for ranks in (1, 2)}
 
     logs = benchmark.pedantic(both, rounds=1, iterations=1)
     rates = {ranks: steady_state(_steps(records), skip=WARMUP_STEPS) for ranks, records in logs.items()}

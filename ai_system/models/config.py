@@ -1,7 +1,8 @@
 """Transformer shapes and the arithmetic that follows from them (parameters, FLOPs).
 
 One decoder-only architecture serves training, inference and model parallelism; these named
-configs span it from a unit-test toy to an 8B-parameter Llama-3-like shape.
+configs span it from a unit-test toy to an 8B-parameter Llama-3-like shape, and the 1T shape the
+capacity planner plans (too large to build here, but the arithmetic is the same).
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
                       max_seq_len=2048, rope_theta=500000.0),
     "8B": ModelConfig(vocab_size=128256, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336,
                       max_seq_len=8192, rope_theta=500000.0),
+    # Megatron-LM's 1T GPT shape (Narayanan et al., 2021, Table 1: 128 layers, d=25600, 160 heads,
+    # V=51200, s=2048) with a SwiGLU MLP of 8d/3 width, which keeps the 12·d² weights per block: 1.009T.
+    "1T": ModelConfig(vocab_size=51200, dim=25600, n_layers=128, n_heads=160, max_seq_len=2048),
 }
 
 

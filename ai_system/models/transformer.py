@@ -14,6 +14,8 @@ unfilled rest of the cache.
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 from torch import nn
 
@@ -158,12 +160,12 @@ class Transformer(nn.Module):
     def init_weights(self, seed: int | None = None) -> None:
         """(Re)initialize parameters and rope tables, e.g. after building on the meta device.
 
-        Output-side projections get std/√(2·n_layers) so the residual stream's variance does not
-        grow with depth (GPT-2's scaled init).
+        With a ``seed``, each weight draws from its own generator seeded by the seed and the weight's
+        name, so a pipeline stage (which holds only some layers) initializes its layers exactly as
+        the whole model would: every layout of a run starts from the same weights. Output-side
+        projections get std/√(2·n_layers) so the residual stream's variance does not grow with
+        depth (GPT-2's scaled init).
         """
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.rope_cos.device).manual_seed(seed)
         cos, sin = rope_tables(self.config.head_dim, self.config.max_seq_len, self.config.rope_theta,
                                device=self.rope_cos.device)
         with torch.no_grad():
@@ -171,6 +173,10 @@ class Transformer(nn.Module):
             self.rope_sin.copy_(sin)
         residual_std = 0.02 / (2 * self.config.n_layers) ** 0.5
         for name, module in self.named_modules():
+            generator = None
+            if seed is not None and isinstance(module, nn.Linear | nn.Embedding):
+                generator = torch.Generator(device=module.weight.device)
+                generator.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
             if isinstance(module, nn.Linear):
                 std = residual_std if name.endswith(("wo", "w2")) else 0.02
                 nn.init.normal_(module.weight, std=std, generator=generator)

@@ -15,6 +15,7 @@ import math
 import statistics
 import time
 import weakref
+from dataclasses import replace
 from typing import Any
 
 import psutil
@@ -25,12 +26,13 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ai_system.bench.peaks import synchronize
-from ai_system.models.transformer import Transformer
-from ai_system.parallel.compose import Layout
-from ai_system.parallel.pipeline import next_token_loss
-from ai_system.parallel.runs import LayoutTrainer, RunSpec, batch_tokens
+from ai_system.distributed.launch import init_runtime
+from ai_system.distributed.layout import Layout
 from ai_system.planning.accelerators import Accelerator
-from ai_system.planning.planner import PRECISIONS, Job, Parallelism, estimate
+from ai_system.planning.planner import PRECISIONS, Job, estimate, search
+from ai_system.training.config import TrainConfig
+from ai_system.training.parity import global_batches
+from ai_system.training.trainer import Trainer
 
 
 def _storages(tensor: torch.Tensor) -> list[torch.UntypedStorage]:
@@ -117,69 +119,56 @@ class CudaPeakMemory:
         self.peak = torch.cuda.max_memory_allocated(self.device)
 
 
-def measure_layout(layout: Layout, spec: RunSpec) -> dict[str, float]:
-    """Peak tensor bytes (max over ranks) and median step seconds of ``spec.steps`` steps.
+def measure_layout(config: TrainConfig, repeats: int = 3) -> dict[str, float]:
+    """Peak tensor bytes (max over ranks) and median step seconds of the trainer under ``config.layout``.
 
-    Run on every rank of a ``layout.world_size`` group. The first step (optimizer state creation,
-    pipeline shape inference) is left out of the time; the peak covers every step.
+    Run on every rank of a ``config.layout.world_size`` group. The first step (optimizer state
+    creation, pipeline shape inference) is left out of the time; the peak covers every step.
     """
-    torch.manual_seed(spec.seed)
-    device = spec.torch_device
-    trainer = LayoutTrainer(Transformer(spec.config).to(device), layout, spec)
+    device = init_runtime().device
+    trainer = Trainer(config, device, config.layout.build_mesh(device.type))
+    batches = global_batches(config)
     gc.collect()
-    inputs, targets = batch_tokens(spec)
     if device.type == "cuda":
         tracker: LiveTensorMemory | CudaPeakMemory = CudaPeakMemory(device)
     else:
         tracker = LiveTensorMemory()
-        tracker.track(*(t for module in trainer.modules
-                        for t in itertools.chain(module.parameters(), module.buffers())))
+        tracker.track(*(t for part in trainer.parts for t in itertools.chain(part.parameters(), part.buffers())))
     step_seconds = []
     with tracker:
-        for _ in range(spec.steps):
+        for _ in range(repeats + 1):
+            batch = trainer.replica_batch(batches.next_batch().to(device))
             dist.barrier()
             start = time.perf_counter()
-            trainer.step(inputs, targets)
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad(set_to_none=True)
+            trainer.step(batch)
             synchronize(device)
             dist.barrier()
             step_seconds.append(time.perf_counter() - start)
     peak = torch.tensor(float(tracker.peak), device=device)
     dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-    return {"peak_bytes": peak.item(), "step_seconds": statistics.median(step_seconds[1:] or step_seconds)}
+    return {"peak_bytes": peak.item(), "step_seconds": statistics.median(step_seconds[1:])}
 
 
-def planned_layout(layout: Layout, spec: RunSpec) -> tuple[Job, Parallelism]:
-    """The planner's description of a runnable layout: fp32 AdamW, FSDP (ZeRO-3) over dp."""
-    n_microbatches = layout.n_microbatches if layout.pp > 1 else 1
-    job = Job(spec.config, seq_len=spec.seq_len, global_batch=spec.batch, precision=PRECISIONS["fp32"])
-    interleaved = layout.schedule == "interleaved-1f1b" and layout.pp > 1
-    return job, Parallelism(
-        tp=layout.tp, pp=layout.pp, dp=layout.dp, micro_batch=spec.batch // (layout.dp * n_microbatches),
-        zero=3 if layout.dp > 1 else 0, recompute="full" if layout.checkpoint else "none",
-        sequence_parallel=layout.uses_sequence_parallel, schedule=layout.schedule if layout.pp > 1 else "1f1b",
-        virtual_stages=2 if interleaved else 1, vocab_parallel=layout.uses_vocab_parallel_loss)
+def planned_job(config: TrainConfig) -> Job:
+    """The planner's description of a training config: its model, batch and precision."""
+    return Job(config.model_config(), seq_len=config.seq_len, global_batch=config.batch_size,
+               precision=PRECISIONS["bf16-mixed" if config.param_dtype == "bfloat16" else "fp32"])
 
 
-def measured_machine(spec: RunSpec, allreduce_bytes: int = 16 << 20, repeats: int = 3) -> Accelerator:
+def measured_machine(config: TrainConfig, allreduce_bytes: int = 16 << 20, repeats: int = 3) -> Accelerator:
     """This machine as the planner sees it, measured on this rank: effective FLOP/s of one rank's
-    single-process training step of ``spec`` and the all-reduce bus bandwidth of the group
+    single-process training step of ``config`` and the all-reduce bus bandwidth of the group
     (unbounded for a single rank, which never communicates)."""
-    torch.manual_seed(spec.seed)
-    device = spec.torch_device
-    model = Transformer(spec.config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr)
-    inputs, targets = batch_tokens(spec)
+    device = init_runtime().device
+    single = Trainer(replace(config, layout=Layout()), device, mesh=None)
+    batch = global_batches(config).next_batch().to(device)
     seconds = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        next_token_loss(model(inputs), targets).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        single.step(batch)
         synchronize(device)
         seconds.append(time.perf_counter() - start)
-    flops = spec.config.train_flops_per_token(spec.seq_len) * spec.batch * spec.seq_len
+    flops = config.model_config().train_flops_per_token(config.seq_len) * config.batch_size * config.seq_len
     buffer = torch.zeros(allreduce_bytes // 4, device=device)
     world = dist.get_world_size()
     transfers = []
@@ -190,30 +179,51 @@ def measured_machine(spec: RunSpec, allreduce_bytes: int = 16 << 20, repeats: in
         synchronize(device)
         transfers.append(time.perf_counter() - start)
     bus_bandwidth = 2 * (world - 1) / world * allreduce_bytes / statistics.median(transfers[1:]) or math.inf
-    return Accelerator(name=f"{device.type}-{dist.get_backend()}", peak_flops=flops / statistics.median(seconds[1:]),
-                       memory_bytes=float(torch.cuda.get_device_properties(device).total_memory
-                                          if device.type == "cuda" else psutil.virtual_memory().total),
-                       intra_node_bandwidth=bus_bandwidth, inter_node_bandwidth=bus_bandwidth,
-                       devices_per_node=world,
-                       source="measured in this run: one rank's single-process training step (FLOP/s) and an "
-                              "all-reduce over the group (bus bandwidth)")
+    memory = (torch.cuda.get_device_properties(device).total_memory if device.type == "cuda"
+              else psutil.virtual_memory().total / world)
+    measured = torch.tensor([flops / statistics.median(seconds[1:]), bus_bandwidth, memory], dtype=torch.float64,
+                            device=device)
+    dist.broadcast(measured, src=0)  # every rank plans with the same machine, so their plans agree
+    rank_flops, bus_bandwidth, memory = measured.tolist()
+    return Accelerator(name=f"{device.type}-{dist.get_backend()}", peak_flops=rank_flops,
+                       memory_bytes=memory, intra_node_bandwidth=bus_bandwidth,
+                       inter_node_bandwidth=bus_bandwidth, devices_per_node=world,
+                       source="measured in this run: one rank's single-process training step (FLOP/s), an "
+                              "all-reduce over the group (bus bandwidth), memory per rank")
 
 
-def validate_layouts(layouts: list[Layout], spec: RunSpec) -> list[dict[str, float | str]]:
-    """Planner predictions next to measurements for layouts of one world size, in one process group.
+def top_plans(config: TrainConfig, count: int) -> list[Layout]:
+    """The planner's fastest layout of each parallelism (dp × tp × pp split and schedule) for this group,
+    best first, ``count`` of them: what ``ai-system plan --gpu this-machine`` would recommend."""
+    accelerator = measured_machine(config)
+    ranked = search(planned_job(config), accelerator, dist.get_world_size(), compute_efficiency=1.0)
+    chosen: dict[tuple[int, int, int, str], Layout] = {}
+    for result in ranked:
+        layout = result.layout
+        chosen.setdefault((layout.dp, layout.tp, layout.pp, layout.schedule if layout.pp > 1 else ""), layout)
+    return list(chosen.values())[:count]
+
+
+def plan_and_verify(config: TrainConfig, count: int) -> list[dict[str, float | str]]:
+    """Plan this machine, then run the top plans with the trainer: predicted next to measured, per plan."""
+    return validate_layouts([replace(config, layout=layout) for layout in top_plans(config, count)])
+
+
+def validate_layouts(configs: list[TrainConfig]) -> list[dict[str, float | str]]:
+    """Planner predictions next to measurements for configs of one world size, in one process group.
 
     The planner's compute rate and bandwidth are measured first (``measured_machine``, efficiency 1),
     so the time error is the planner's model of parallel overheads, not a hardware guess.
     """
-    accelerator = measured_machine(spec)
+    accelerator = measured_machine(configs[0])
     rows: list[dict[str, float | str]] = []
-    for layout in layouts:
-        measured = measure_layout(layout, spec)
-        job, parallelism = planned_layout(layout, spec)
-        predicted = estimate(job, parallelism, accelerator, compute_efficiency=1.0)
+    for config in configs:
+        measured = measure_layout(config)
+        predicted = estimate(planned_job(config), config.layout, accelerator, compute_efficiency=1.0)
+        layout = config.layout
         rows.append({"layout": layout.label(), "ranks": layout.world_size,
                      "schedule": layout.schedule if layout.pp > 1 else "none",
-                     "sequence_parallel": layout.uses_sequence_parallel, "checkpoint": layout.checkpoint,
+                     "sequence_parallel": layout.uses_sequence_parallel, "recompute": layout.recompute,
                      "measured_bytes": measured["peak_bytes"], "predicted_bytes": predicted.memory.total,
                      "measured_seconds": measured["step_seconds"], "predicted_seconds": predicted.iteration_seconds,
                      "rank_flops": accelerator.peak_flops, "bus_bandwidth": accelerator.intra_node_bandwidth})

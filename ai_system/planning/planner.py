@@ -9,19 +9,16 @@ sizes, m = micro-batches per step, e = bytes per activation element.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 
-from ai_system.models.config import MODEL_CONFIGS, ModelConfig, get_config
-from ai_system.parallel.pipeline import SCHEDULES, bubble_fraction
+from ai_system.distributed.layout import RECOMPUTE, ZERO_STAGES, Layout
+from ai_system.distributed.pipeline import bubble_fraction
+from ai_system.models.config import ModelConfig
 from ai_system.planning.accelerators import Accelerator
 
-RECOMPUTE = ("none", "selective", "full")
 USABLE_MEMORY = 0.9
-
-ONE_TRILLION = ModelConfig(vocab_size=51200, dim=25600, n_layers=128, n_heads=160, max_seq_len=2048)
-"""Megatron-LM's 1T GPT shape (Narayanan et al., 2021, Table 1: 128 layers, d=25600, 160 heads,
-V=51200, s=2048) with a SwiGLU MLP of 8d/3 width, which keeps the 12·d² weights per block: 1.009T."""
 FP32_BYTES = 4
 
 
@@ -65,48 +62,6 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Parallelism:
-    """One layout: tp × pp × dp ranks, micro-batch size, ZeRO stage, recomputation, pipeline schedule."""
-
-    tp: int = 1
-    pp: int = 1
-    dp: int = 1
-    micro_batch: int = 1
-    zero: int = 0
-    recompute: str = "none"
-    sequence_parallel: bool = True
-    schedule: str = "1f1b"
-    virtual_stages: int = 1
-    vocab_parallel: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("tp", "pp", "dp", "micro_batch", "virtual_stages"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Parallelism.{name} must be >= 1, got {getattr(self, name)}")
-        if self.zero not in (0, 1, 2, 3):
-            raise ValueError(f"zero stage must be 0, 1, 2 or 3 (3 = FSDP), got {self.zero}")
-        if self.recompute not in RECOMPUTE:
-            raise ValueError(f"recompute must be one of {RECOMPUTE}, got {self.recompute!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if (self.virtual_stages > 1) != (self.schedule == "interleaved-1f1b"):
-            raise ValueError(f"virtual_stages={self.virtual_stages} > 1 goes with schedule 'interleaved-1f1b' "
-                             f"and only with it (got {self.schedule!r})")
-
-    @property
-    def world_size(self) -> int:
-        return self.tp * self.pp * self.dp
-
-    @property
-    def uses_sequence_parallel(self) -> bool:
-        return self.sequence_parallel and self.tp > 1
-
-    def label(self) -> str:
-        text = f"tp{self.tp}-pp{self.pp}-dp{self.dp}-mb{self.micro_batch}-zero{self.zero}-{self.recompute}"
-        return text + (f"-v{self.virtual_stages}" if self.virtual_stages > 1 else "")
-
-
-@dataclass(frozen=True)
 class Memory:
     """Bytes per GPU on its most loaded pipeline stage, by component."""
 
@@ -126,7 +81,7 @@ class Estimate:
     """What the planner predicts for one job on one layout."""
 
     job: Job
-    layout: Parallelism
+    layout: Layout
     accelerator: Accelerator
     n_microbatches: int
     memory: Memory
@@ -175,9 +130,10 @@ def layer_activation_bytes(config: ModelConfig, tokens: int, tp: int, sequence_p
     two RMSNorms keep an fp32 input, the normalized values and the output the projections read
     (gathered to full d): 2·(4·d_n + e·d_n + e·d) plus fp32 rsqrt 2·4·d_n/d; attention keeps q, k, v
     (GQA heads already repeated) and its output, 4·e·d/t, plus fp32 log-sum-exp 4·a/t; SwiGLU keeps
-    w1, w3, silu and product outputs, 4·e·f/t. Selective recomputation keeps only the attention's
-    input projections, e·(d + 2·kv)/t, and recomputes rotary embedding and attention; full
-    recomputation keeps the block input, e·d_n.
+    w1, w3, silu and product outputs, 4·e·f/t. Selective recomputation (the trainer's op-level
+    policy, ``ai_system.distributed.parallelize``) keeps the block input e·d_n, every matmul output
+    (q, k, v and w1, w3 sharded over t; wo and w2 before their reduction, e·d each) and attention's
+    output with its log-sum-exp; full recomputation keeps the block input, e·d_n.
     """
     d, f, a = config.dim, config.hidden_dim, config.n_heads
     kv = config.kv_heads * config.head_dim
@@ -185,11 +141,10 @@ def layer_activation_bytes(config: ModelConfig, tokens: int, tp: int, sequence_p
     d_n = d / tp if sequence_parallel else d
     if recompute == "full":
         return tokens * e * d_n
-    norms = 2 * (FP32_BYTES * d_n + e * d_n + e * d) + 2 * FP32_BYTES * d_n / d
     if recompute == "selective":
-        attention = e * (d + 2 * kv) / tp
-    else:
-        attention = 4 * e * d / tp + FP32_BYTES * a / tp
+        return tokens * (e * d_n + e * (2 * d + 2 * kv + 2 * f) / tp + 2 * e * d + FP32_BYTES * a / tp)
+    norms = 2 * (FP32_BYTES * d_n + e * d_n + e * d) + 2 * FP32_BYTES * d_n / d
+    attention = 4 * e * d / tp + FP32_BYTES * a / tp
     mlp = 4 * e * f / tp
     return tokens * (norms + attention + mlp)
 
@@ -204,7 +159,7 @@ def head_activation_bytes(config: ModelConfig, tokens: int, tp: int, sequence_pa
     return tokens * (FP32_BYTES * d_n + e * d_n + e * d + vocab * (e + upcast + FP32_BYTES))
 
 
-def in_flight_microbatches(layout: Parallelism, n_microbatches: int, first_stage: bool) -> float:
+def in_flight_microbatches(layout: Layout, n_microbatches: int, first_stage: bool) -> float:
     """Micro-batches whose activations a stage holds at once (Narayanan et al., 2021, §2.2)."""
     if layout.pp == 1 or layout.schedule == "gpipe":
         return n_microbatches if layout.pp > 1 else 1
@@ -216,7 +171,7 @@ def in_flight_microbatches(layout: Parallelism, n_microbatches: int, first_stage
     return warmup
 
 
-def _stage_memory(job: Job, layout: Parallelism, n_microbatches: int, first_stage: bool) -> Memory:
+def _stage_memory(job: Job, layout: Layout, n_microbatches: int, first_stage: bool) -> Memory:
     config, precision = job.config, job.precision
     first_layers, last_layers = stage_layer_counts(config.n_layers, layout.pp)
     has_embedding, has_head = first_stage, (not first_stage) or layout.pp == 1
@@ -230,17 +185,17 @@ def _stage_memory(job: Job, layout: Parallelism, n_microbatches: int, first_stag
         replicated += config.dim
     local = sharded / layout.tp + replicated
     dp = layout.dp
-    tokens = layout.micro_batch * job.seq_len
+    tokens = job.global_batch // (dp * n_microbatches) * job.seq_len
     sp = layout.uses_sequence_parallel
     in_flight = in_flight_microbatches(layout, n_microbatches, first_stage)
     per_layer = layer_activation_bytes(config, tokens, layout.tp, sp, layout.recompute, precision.activation_bytes)
     activations = layers * per_layer * in_flight
-    if layout.recompute == "full":
+    if layout.recompute != "none":
         activations += layer_activation_bytes(config, tokens, layout.tp, sp, "none", precision.activation_bytes)
     if has_head:
         head_in_flight = n_microbatches if layout.schedule == "gpipe" and layout.pp > 1 else 1
-        activations += head_in_flight * head_activation_bytes(config, tokens, layout.tp, sp,
-                                                              precision.activation_bytes, layout.vocab_parallel)
+        activations += head_in_flight * head_activation_bytes(
+            config, tokens, layout.tp, sp, precision.activation_bytes, layout.uses_vocab_parallel_loss)
     fsdp_buffers = 0.0
     if layout.zero == 3 and dp > 1:
         unsharded_layer = layer_params(config) / layout.tp
@@ -248,13 +203,13 @@ def _stage_memory(job: Job, layout: Parallelism, n_microbatches: int, first_stag
     return Memory(
         parameters=local * precision.param_bytes / (dp if layout.zero >= 3 else 1),
         gradients=local * precision.grad_bytes / (dp if layout.zero >= 2 else 1),
-        optimizer=local * precision.optimizer_bytes / (dp if layout.zero >= 1 else 1),
+        optimizer=local * precision.optimizer_bytes / (dp if layout.zero >= 2 else 1),
         activations=activations,
         fsdp_buffers=fsdp_buffers,
     )
 
 
-def memory_per_gpu(job: Job, layout: Parallelism, n_microbatches: int) -> Memory:
+def memory_per_gpu(job: Job, layout: Layout, n_microbatches: int) -> Memory:
     """Memory of the most loaded stage: the first (most in-flight activations) or the last (the head)."""
     stages = [_stage_memory(job, layout, n_microbatches, first_stage=True)]
     if layout.pp > 1:
@@ -263,12 +218,12 @@ def memory_per_gpu(job: Job, layout: Parallelism, n_microbatches: int) -> Memory
 
 
 def recompute_flops_per_token(config: ModelConfig, seq_len: int, recompute: str) -> float:
-    """Extra forward FLOPs per token: full reruns each block's forward (2·N_layers + 4·L·d·s),
-    selective only attention scores and values (4·L·d·s) (Korthikanti et al., 2022, §5)."""
-    attention = 4.0 * config.n_layers * config.dim * seq_len
+    """Extra forward FLOPs per token: full reruns each block's forward (2·N_layers + 4·L·d·s); the
+    selective policy keeps every matmul and attention output, so it reruns only elementwise work
+    (norms, rotary, gating), which is not counted."""
     if recompute == "full":
-        return 2.0 * config.n_layers * layer_params(config) + attention
-    return attention if recompute == "selective" else 0.0
+        return 2.0 * config.n_layers * layer_params(config) + 4.0 * config.n_layers * config.dim * seq_len
+    return 0.0
 
 
 def _link(group_span: int, accelerator: Accelerator) -> float:
@@ -277,34 +232,22 @@ def _link(group_span: int, accelerator: Accelerator) -> float:
     return accelerator.intra_node_bandwidth if within_node else accelerator.inter_node_bandwidth
 
 
-def estimate(job: Job, layout: Parallelism, accelerator: Accelerator, compute_efficiency: float = 0.5,
+def estimate(job: Job, layout: Layout, accelerator: Accelerator, compute_efficiency: float = 0.5,
              dp_overlap: float = 0.0) -> Estimate:
     """Predict memory, FLOPs, communication and iteration time of ``job`` on ``layout``.
 
     ``compute_efficiency`` is the fraction of ``accelerator.peak_flops`` the matmuls reach;
     ``dp_overlap`` the fraction of data-parallel communication hidden behind backward compute.
-    Ranks are ordered tp innermost, then dp, then pp (as ``ai_system.parallel.compose``).
+    Ranks are ordered tp innermost, then dp, then pp (``Layout.build_mesh``).
     """
     if not 0 < compute_efficiency <= 1:
         raise ValueError(f"compute_efficiency must be in (0, 1], got {compute_efficiency}")
     if not 0 <= dp_overlap <= 1:
         raise ValueError(f"dp_overlap must be in [0, 1], got {dp_overlap}")
     config, precision = job.config, job.precision
-    for name, count in (("n_heads", config.n_heads), ("kv_heads", config.kv_heads),
-                        ("hidden_dim", config.hidden_dim), ("vocab_size", config.vocab_size)):
-        if count % layout.tp:
-            raise ValueError(f"{name}={count} is not divisible by tp={layout.tp}")
-    per_replica = job.global_batch / layout.dp
-    if per_replica != int(per_replica) or per_replica % layout.micro_batch:
-        raise ValueError(f"global_batch={job.global_batch} does not split into dp={layout.dp} replicas of "
-                         f"micro-batches of {layout.micro_batch}")
-    m = int(per_replica) // layout.micro_batch
-    if layout.pp > 1 and m < layout.pp:
-        raise ValueError(f"{m} micro-batches cannot fill a {layout.pp}-stage pipeline")
+    layout.check(config, job.global_batch)
+    m = layout.microbatches(job.global_batch)
     first_layers, last_layers = stage_layer_counts(config.n_layers, layout.pp)
-    if layout.virtual_stages > 1 and config.n_layers % (layout.pp * layout.virtual_stages):
-        raise ValueError(f"n_layers={config.n_layers} does not split into pp×virtual_stages="
-                         f"{layout.pp * layout.virtual_stages} chunks")
 
     model_per_token = config.train_flops_per_token(job.seq_len)
     extra_per_token = recompute_flops_per_token(config, job.seq_len, layout.recompute)
@@ -315,7 +258,7 @@ def estimate(job: Job, layout: Parallelism, accelerator: Accelerator, compute_ef
         stage_per_token = config.n_layers * layer_per_token + head_per_token
     else:
         stage_per_token = max(first_layers * layer_per_token, last_layers * layer_per_token + head_per_token)
-    tokens_mb = layout.micro_batch * job.seq_len
+    tokens_mb = job.global_batch // (layout.dp * m) * job.seq_len
     e = precision.activation_bytes
     compute_mb = tokens_mb * stage_per_token / layout.tp / (accelerator.peak_flops * compute_efficiency)
 
@@ -355,43 +298,39 @@ def _powers_of_two(limit: int) -> list[int]:
     return [1 << i for i in range(limit.bit_length()) if (1 << i) <= limit]
 
 
-def candidate_layouts(job: Job, accelerator: Accelerator, n_gpus: int) -> list[Parallelism]:
+def candidate_layouts(job: Job, accelerator: Accelerator, n_gpus: int) -> list[Layout]:
     """Every tp × pp × dp × micro-batch × ZeRO × recompute layout of ``n_gpus`` the job admits.
 
-    TP stays within a node (powers of two up to its GPU count) and divides heads, FFN width and
-    vocabulary; PP divides the layers; interleaving (2 virtual stages) is tried where it divides.
+    TP stays within a node (powers of two up to its GPU count); PP divides the layers; interleaving
+    (2 virtual stages) is tried with every pipeline; a layout is kept if ``Layout.check`` accepts it
+    for this model and batch, so every candidate is one the trainer runs.
     """
-    config = job.config
     layouts = []
     for tp in _powers_of_two(accelerator.devices_per_node):
-        if any(count % tp for count in (config.n_heads, config.kv_heads, config.hidden_dim, config.vocab_size)):
-            continue
-        for pp in (p for p in range(1, config.n_layers + 1) if config.n_layers % p == 0):
+        for pp in (p for p in range(1, job.config.n_layers + 1) if job.config.n_layers % p == 0):
             if n_gpus % (tp * pp):
                 continue
             dp = n_gpus // (tp * pp)
             if job.global_batch % dp:
                 continue
-            per_replica = job.global_batch // dp
-            for micro_batch in (b for b in _powers_of_two(per_replica) if per_replica % b == 0):
-                m = per_replica // micro_batch
-                if pp > 1 and m < pp:
-                    continue
-                schedules = [("1f1b", 1)]
-                if pp > 1 and config.n_layers % (2 * pp) == 0:
-                    schedules.append(("interleaved-1f1b", 2))
-                for zero in (0, 1, 2, 3) if dp > 1 else (0,):
-                    for recompute in RECOMPUTE:
-                        for schedule, virtual in schedules:
-                            layouts.append(Parallelism(tp=tp, pp=pp, dp=dp, micro_batch=micro_batch, zero=zero,
-                                                       recompute=recompute, schedule=schedule,
-                                                       virtual_stages=virtual))
+            for micro_batch in _powers_of_two(job.global_batch // dp):
+                schedules = [("1f1b", 1)] + ([("interleaved-1f1b", 2)] if pp > 1 else [])
+                for zero, recompute, (schedule, virtual) in itertools.product(ZERO_STAGES if dp > 1 else (3,),
+                                                                              RECOMPUTE, schedules):
+                    layout = Layout(dp=dp, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, schedule=schedule,
+                                    virtual_stages=virtual, recompute=recompute)
+                    try:
+                        layout.check(job.config, job.global_batch)
+                    except ValueError:
+                        continue
+                    layouts.append(layout)
     return layouts
 
 
 def search(job: Job, accelerator: Accelerator, n_gpus: int, compute_efficiency: float = 0.5,
            dp_overlap: float = 0.0, usable_memory: float = USABLE_MEMORY) -> list[Estimate]:
-    """Layouts that fit (``Estimate.fits``), fastest first, then least memory."""
+    """Layouts that fit (``Estimate.fits``), fastest first; among equally fast ones the simplest (least
+    recomputation, fewest micro-batches), then the one with the least memory."""
     if n_gpus < 1:
         raise ValueError(f"n_gpus must be >= 1, got {n_gpus}")
     if not 0 < usable_memory <= 1:
@@ -401,16 +340,8 @@ def search(job: Job, accelerator: Accelerator, n_gpus: int, compute_efficiency: 
         result = estimate(job, layout, accelerator, compute_efficiency, dp_overlap)
         if result.fits(usable_memory):
             fitting.append(result)
-    return sorted(fitting, key=lambda result: (result.iteration_seconds, result.memory.total))
-
-
-def model_shape(name: str) -> ModelConfig:
-    """A named shape: the project's model configs, or ``1T``."""
-    if name == "1T":
-        return ONE_TRILLION
-    if name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; expected '1T' or one of {sorted(MODEL_CONFIGS)}")
-    return get_config(name)
+    return sorted(fitting, key=lambda result: (result.iteration_seconds, RECOMPUTE.index(result.layout.recompute),
+                                               result.n_microbatches, result.memory.total))
 
 
 def run_summary(result: Estimate, training_tokens: float | None = None,

@@ -1,8 +1,10 @@
 """Sharded, atomic checkpoints with ``torch.distributed.checkpoint`` (DCP).
 
 Each rank writes only its own shards of the model and optimizer (plus its RNG) into
-``step_XXXXXXXX.tmp/``; after every rank has finished, rank 0 adds ``train_meta.json`` (step,
-scheduler, data position, shapes) and renames the directory to ``step_XXXXXXXX``. A rename is
+``step_XXXXXXXX.tmp/``, keyed by the plain model's parameter names whatever the layout (a pipeline
+rank's stages contribute their own layers), so DCP can reshard a checkpoint into any other layout.
+After every rank has finished, rank 0 adds ``train_meta.json`` (step, scheduler, data position,
+shapes) and renames the directory to ``step_XXXXXXXX``. A rename is
 atomic, and a checkpoint counts only once its metadata file exists, so a crash mid-save leaves
 the last good checkpoint untouched and at worst a ``.tmp`` directory the next save clears.
 """
@@ -17,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from ai_system.training.parallel import Runtime, barrier
+from ai_system.distributed.launch import Runtime
 
 PREFIX = "step_"
+STATE_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
 TMP_SUFFIX = ".tmp"
 META_FILE = "train_meta.json"
 
@@ -82,7 +86,26 @@ def _write_json_durably(path: Path, data: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+def _barrier(runtime: Runtime) -> None:
+    if runtime.distributed:
+        dist.barrier()
+
+
+def _states(parts: list[nn.Module], optimizers: list[torch.optim.Optimizer]
+            ) -> tuple[dict[str, Any], dict[str, Any], list[tuple[set[str], set[str]]]]:
+    """Model and optimizer state of all parts merged under plain parameter names, and each part's keys."""
+    model_state: dict[str, Any] = {}
+    optim_state: dict[str, Any] = {}
+    keys = []
+    for part, optimizer in zip(parts, optimizers, strict=True):
+        part_model, part_optim = get_state_dict(part, optimizer, options=STATE_OPTIONS)
+        model_state.update(part_model)
+        optim_state.update(part_optim)
+        keys.append((set(part_model), set(part_optim)))
+    return model_state, optim_state, keys
+
+
+def save_checkpoint(root: Path, step: int, parts: list[nn.Module], optimizers: list[torch.optim.Optimizer],
                     runtime: Runtime, meta: dict[str, Any], keep: int) -> Path:
     """Collective: every rank must call it. Returns the finished checkpoint directory."""
     final = checkpoint_dir_for(root, step)
@@ -90,8 +113,8 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.op
     if runtime.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    barrier(runtime)
-    model_state, optim_state = get_state_dict(model, optimizer)
+    _barrier(runtime)
+    model_state, optim_state, _ = _states(parts, optimizers)
     state = {"model": model_state, "optim": optim_state, f"rng_rank{runtime.rank}": _rng_state()}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
@@ -107,19 +130,19 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, optimizer: torch.op
         shutil.rmtree(replaced, ignore_errors=True)
         for old in complete_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    barrier(runtime)
+    _barrier(runtime)
     return final
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+def load_checkpoint(path: Path, parts: list[nn.Module], optimizers: list[torch.optim.Optimizer],
                     runtime: Runtime) -> dict[str, Any]:
-    """Load this rank's shards into ``model`` and ``optimizer``; returns the checkpoint's metadata.
+    """Load this rank's shards into ``parts`` and ``optimizers``; returns the checkpoint's metadata.
 
-    DCP reshards on load, so a checkpoint from another world size loads too; the RNG is then
-    left as seeded, since its per-rank streams no longer correspond.
+    DCP reshards on load, so a checkpoint from another world size or layout loads too; the RNG is
+    then left as seeded, since its per-rank streams no longer correspond.
     """
     meta = read_meta(path)
-    model_state, optim_state = get_state_dict(model, optimizer)
+    model_state, optim_state, keys = _states(parts, optimizers)
     state: dict[str, Any] = {"model": model_state, "optim": optim_state}
     rng_key = f"rng_rank{runtime.rank}"
     restore_rng = meta["world_size"] == runtime.world_size
@@ -128,7 +151,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, checkpoint_id=path, no_dist=not runtime.distributed)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    for part, optimizer, (model_keys, optim_keys) in zip(parts, optimizers, keys, strict=True):
+        set_state_dict(part, optimizer, options=STATE_OPTIONS,
+                       model_state_dict={k: v for k, v in state["model"].items() if k in model_keys},
+                       optim_state_dict={k: v for k, v in state["optim"].items() if k in optim_keys})
     if restore_rng:
         _set_rng_state(state[rng_key])
     return meta

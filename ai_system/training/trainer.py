@@ -1,8 +1,14 @@
-"""The training loop: data → forward/backward over micro-batches → clip → AdamW → schedule → log → checkpoint.
+"""The one trainer: every layout, the full recipe.
 
-``train(config)`` runs on one process (unsharded reference) or, under torchrun, on every rank
-with the model sharded by FSDP2. Everything that can be wrong with a config or a checkpoint is
-checked before the model is built, so a bad run fails in seconds with a message, not mid-run.
+data → forward/backward over micro-batches (or a pipeline schedule) → clip the global gradient
+norm → AdamW with decay groups → warmup-cosine learning rate → log → DCP checkpoint → export.
+
+``train(config)`` runs on one process (the unsharded reference) or on every rank of a process
+group, under whatever ``config.layout`` says: FSDP, TP/SP, PP (GPipe, 1F1B, interleaved) and their
+compositions. ``Trainer`` is one rank's share of the run; it never branches on which parallelisms
+are on except where the work itself differs (a pipeline schedule instead of a micro-batch loop,
+vocabulary-parallel logits). Everything that can be wrong with a config or a checkpoint is checked
+before the model is built, so a bad run fails in seconds with a message, not mid-run.
 """
 
 from __future__ import annotations
@@ -14,28 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.pipelining import PipelineStage
 from torch.distributed.tensor import DTensor
 
 from ai_system.bench.peaks import best_rate, matmul_workload
 from ai_system.data.loader import ShardedBatches
 from ai_system.data.sources import ByteCorpus, SequenceSource, SyntheticTokens
+from ai_system.distributed.launch import Runtime, init_runtime, shutdown
+from ai_system.distributed.parallelize import parallelize, set_gradient_sync, unwrapped_name
+from ai_system.distributed.pipeline import build_schedule, rank_stage_indices, stage_module
+from ai_system.distributed.tensor_parallel import backward_vocab_parallel, vocab_parallel_cross_entropy
 from ai_system.models.config import ModelConfig
 from ai_system.models.transformer import Transformer
 from ai_system.training.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from ai_system.training.config import TrainConfig
 from ai_system.training.metrics import MetricsLog, StepMetrics, mfu, peak_memory_bytes
-from ai_system.training.parallel import (
-    Runtime,
-    all_reduce_mean,
-    all_reduce_sum,
-    barrier,
-    init_runtime,
-    prepare_model,
-    set_gradient_sync,
-    shutdown,
-)
 from ai_system.training.schedule import warmup_cosine_scheduler
 
 PEAK_MATMUL_N = {"cpu": 1024, "cuda": 8192}
@@ -47,6 +49,7 @@ class TrainResult:
     steps: list[StepMetrics] = field(default_factory=list)
     peak_flops: float = 0.0
     checkpoint: Path | None = None
+    export: Path | None = None
 
     @property
     def losses(self) -> list[float]:
@@ -86,78 +89,188 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
-def clip_gradients(model: nn.Module, max_norm: float) -> float:
-    """Global gradient norm over all shards, clipped to ``max_norm`` (0 disables clipping)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    total = torch.nn.utils.get_total_norm(grads)
-    if isinstance(total, DTensor):
-        total = total.full_tensor()
-    if max_norm > 0:
-        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, total)
-    return float(total)
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a DTensor (a collective over its mesh), or the tensor itself."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def gradient_norm(grads: list[torch.Tensor], device: torch.device, pp_group: dist.ProcessGroup | None) -> torch.Tensor:
+    """L2 norm of every gradient of the model, whichever ranks hold which shard of it.
+
+    DTensor gradients are reduced over their own mesh (tp and dp shards), grouped by mesh since a
+    stage can mix them (norm weights stay plain tensors under TP without sequence parallelism);
+    pipeline stages hold disjoint parameters, so their squared norms add up over the pp group.
+    """
+    squares = torch.zeros((), dtype=torch.float32, device=device)
+    plain = [g for g in grads if not isinstance(g, DTensor)]
+    if plain:
+        squares += torch.nn.utils.get_total_norm(plain).float() ** 2
+    by_mesh: dict[DeviceMesh, list[torch.Tensor]] = {}
+    for grad in grads:
+        if isinstance(grad, DTensor):
+            by_mesh.setdefault(grad.device_mesh, []).append(grad)
+    for group in by_mesh.values():  # in parameter order, the same on every rank, as collectives must be
+        squares += full_tensor(torch.nn.utils.get_total_norm(group)).float() ** 2
+    if pp_group is not None:
+        dist.all_reduce(squares, group=pp_group)
+    return squares.sqrt()
+
+
+class Trainer:
+    """One rank's share of a run under ``config.layout``: its model parts, optimizers and schedule.
+
+    Without a pipeline a rank holds one part, the (TP/FSDP-sharded) whole model; with one it holds
+    its stage(s), each cut from the model on the meta device before any weight exists. Every part
+    is initialized from the seed by parameter name before it is sharded, so all layouts start from
+    the same weights. ``mesh`` is None for a single process without a process group.
+    """
+
+    def __init__(self, config: TrainConfig, device: torch.device, mesh: DeviceMesh | None,
+                 stage_type: type[PipelineStage] = PipelineStage) -> None:
+        layout = config.layout
+        if mesh is None and layout.world_size > 1:
+            raise ValueError(f"layout {layout} needs {layout.world_size} ranks; this process has no process group")
+        if mesh is not None and mesh.size() != layout.world_size:
+            raise ValueError(f"layout {layout} needs {layout.world_size} ranks, the process group has {mesh.size()}")
+        self.config, self.layout, self.device, self.mesh = config, layout, device, mesh
+        self.model_config = config.model_config()
+        self.n_microbatches = layout.microbatches(config.batch_size)
+        self.micro_batch = config.batch_size // (layout.dp * self.n_microbatches)
+        if mesh is None:
+            self.pp_rank = self.dp_rank = self.tp_rank = 0
+        else:
+            self.pp_rank, self.tp_rank = mesh["pp"].get_local_rank(), mesh["tp"].get_local_rank()
+            self.dp_rank = mesh["dp_replicate"].get_local_rank() * mesh["dp_shard"].size() \
+                + mesh["dp_shard"].get_local_rank()
+        self.is_first_stage, self.is_last_stage = self.pp_rank == 0, self.pp_rank == layout.pp - 1
+        self.pp_group = mesh["pp"].get_group() if mesh is not None and layout.pp > 1 else None
+
+        with torch.device("meta"):
+            whole = Transformer(self.model_config)
+        if layout.pp > 1:
+            stage_indices = rank_stage_indices(self.pp_rank, layout.pp, layout.virtual_stages)
+            parts = [stage_module(whole, index, layout.num_stages) for index in stage_indices]
+        else:
+            stage_indices, parts = [0], [whole]
+        for part in parts:
+            part.to_empty(device=device)
+            part.init_weights(seed=config.seed)
+            parallelize(part, mesh, layout, config.param_dtype, config.compile)
+        self.parts: list[Transformer] = parts
+        self.optimizers = [build_optimizer(part, config) for part in parts]
+        self.schedulers = [warmup_cosine_scheduler(optimizer, config.warmup_steps, config.steps, config.min_lr_ratio)
+                           for optimizer in self.optimizers]
+        self.pipeline = None
+        if layout.pp > 1:
+            self.stages = [stage_type(part, index, layout.num_stages, device, group=self.pp_group)
+                           for part, index in zip(parts, stage_indices, strict=True)]
+            self.pipeline = build_schedule(self.stages, layout.schedule, self.n_microbatches)
+
+    def replica_batch(self, global_batch: torch.Tensor) -> torch.Tensor:
+        """This rank's data-parallel slice of a global batch (tp and pp peers get the same slice)."""
+        return global_batch.chunk(self.layout.dp)[self.dp_rank]
+
+    def forward_backward(self, batch: torch.Tensor) -> float:
+        """Gradients of the mean next-token loss over this replica's batch (sequences of seq_len + 1
+        tokens); returns the loss averaged over every replica."""
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        if self.pipeline is not None:
+            losses: list[torch.Tensor] = []
+            kwargs = {"target": targets, "losses": losses} if self.is_last_stage else {}
+            self.pipeline.step(*((inputs,) if self.is_first_stage else ()), **kwargs)
+            local = torch.stack(losses).mean().detach() if self.is_last_stage else None
+        else:
+            model = self.parts[0]
+            chunks = list(zip(inputs.split(self.micro_batch), targets.split(self.micro_batch), strict=True))
+            local = torch.zeros((), device=self.device)
+            for index, (x, y) in enumerate(chunks):
+                set_gradient_sync(model, index == len(chunks) - 1)
+                logits = model(x)
+                loss = vocab_parallel_cross_entropy(logits, y) / len(chunks)
+                backward_vocab_parallel(loss) if isinstance(logits, DTensor) else loss.backward()
+                local += full_tensor(loss).detach()
+        return self.mean_over_replicas(local)
+
+    def mean_over_replicas(self, local: torch.Tensor | None) -> float:
+        """The last stage's loss (replicated over tp) averaged over dp replicas, known on every rank."""
+        if self.mesh is None:
+            return float(local)
+        owner = self.is_last_stage and self.tp_rank == 0
+        value = local.float().clone() if owner else torch.zeros((), device=self.device)
+        dist.all_reduce(value)
+        return float(value) / self.layout.dp
+
+    def clip_gradients(self) -> float:
+        """Global gradient norm before clipping; clipped to ``grad_clip`` (0 disables clipping)."""
+        grads = [p.grad for part in self.parts for p in part.parameters() if p.grad is not None]
+        total = float(gradient_norm(grads, self.device, self.pp_group))
+        scale = self.config.grad_clip / (total + 1e-6)
+        if self.config.grad_clip > 0 and scale < 1:
+            for grad in grads:  # one by one: a stage may mix DTensor and plain gradients
+                grad.mul_(scale)
+        return total
+
+    def optimizer_step(self) -> float:
+        """Apply the gradients and advance the schedule; returns the learning rate that was used."""
+        lr = self.schedulers[0].get_last_lr()[0]
+        for optimizer, scheduler in zip(self.optimizers, self.schedulers, strict=True):
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        return lr
+
+    def step(self, batch: torch.Tensor) -> tuple[float, float, float]:
+        """One optimizer step on this replica's batch: (mean loss, gradient norm, learning rate)."""
+        loss = self.forward_backward(batch)
+        grad_norm = self.clip_gradients()
+        return loss, grad_norm, self.optimizer_step()
+
+    def named_gradients(self) -> dict[str, torch.Tensor]:
+        """Copies of the whole gradients of this rank's parameters, by their plain-model names (a collective)."""
+        return {unwrapped_name(name): full_tensor(p.grad).detach().clone() for part in self.parts
+                for name, p in part.named_parameters() if p.grad is not None}
 
 
 def measure_peak_flops(runtime: Runtime, dtype: str) -> float:
     """Dense-matmul FLOP/s of all ranks together, each measured while the others measure too."""
-    rate = best_rate(matmul_workload(PEAK_MATMUL_N[runtime.device.type], dtype, runtime.device))
-    return float(all_reduce_sum(torch.tensor(rate, dtype=torch.float64, device=runtime.device), runtime))
-
-
-def train_step(model: nn.Module, batch: torch.Tensor, micro_batch: int) -> torch.Tensor:
-    """Forward and backward over ``batch`` in micro-batches; returns the mean loss (gradients accumulate).
-
-    Each micro-batch's loss is divided by their count, so the summed gradient is that of the mean
-    over the whole batch, the same as one big batch would give.
-    """
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    chunks = list(zip(inputs.split(micro_batch), targets.split(micro_batch), strict=True))
-    total = torch.zeros((), device=batch.device)
-    for index, (x, y) in enumerate(chunks):
-        set_gradient_sync(model, index == len(chunks) - 1)
-        logits = model(x)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()) / len(chunks)
-        loss.backward()
-        total += loss.detach()
-    return total
+    rate = torch.tensor(best_rate(matmul_workload(PEAK_MATMUL_N[runtime.device.type], dtype, runtime.device)),
+                        dtype=torch.float64, device=runtime.device)
+    if runtime.distributed:
+        dist.all_reduce(rate)
+    return float(rate)
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Run (or resume) training; under torchrun, call it on every rank."""
+    """Run (or resume) training; in a process group, call it on every rank."""
+    owns_group = not dist.is_initialized()
     runtime = init_runtime()
     try:
-        result = run_training(config, runtime)
-        # No rank may tear down its gloo pairs while a peer still has work in flight with it.
-        barrier(runtime)
-        return result
+        if config.layout.world_size != runtime.world_size:
+            raise ValueError(f"layout {config.layout} needs {config.layout.world_size} ranks, got {runtime.world_size}")
+        mesh = config.layout.build_mesh(runtime.device.type) if runtime.distributed else None
+        return run_training(config, runtime, mesh)
     finally:
-        shutdown(runtime)
+        if owns_group:
+            shutdown(runtime)
 
 
-def run_training(config: TrainConfig, runtime: Runtime) -> TrainResult:
+def run_training(config: TrainConfig, runtime: Runtime, mesh: DeviceMesh | None) -> TrainResult:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    micro_batch = config.micro_batch_size(runtime.world_size)
     model_config = config.model_config()
     resume_path = resolve_resume(config)
     meta = read_meta(resume_path) if resume_path is not None else None
     if meta is not None:
         check_compatible(meta, model_config, resume_path)
-    loader = ShardedBatches(build_source(config), config.batch_size, runtime.rank, runtime.world_size, config.seed)
-    if meta is not None:
-        loader.load_state_dict(meta["data"])
-
     torch.manual_seed(config.seed)
-    with torch.device("meta"):
-        model = Transformer(model_config)
-    model.to_empty(device=runtime.device)
-    model.init_weights(seed=config.seed)
-    model = prepare_model(model, runtime, config.param_dtype, config.activation_checkpointing, config.compile)
-    optimizer = build_optimizer(model, config)
-    scheduler = warmup_cosine_scheduler(optimizer, config.warmup_steps, config.steps, config.min_lr_ratio)
+    trainer = Trainer(config, runtime.device, mesh)
+    loader = ShardedBatches(build_source(config), config.batch_size, trainer.dp_rank, config.layout.dp, config.seed)
     start_step = 0
     if meta is not None:
-        load_checkpoint(resume_path, model, optimizer, runtime)
-        scheduler.load_state_dict(meta["scheduler"])
+        loader.load_state_dict(meta["data"])
+        load_checkpoint(resume_path, trainer.parts, trainer.optimizers, runtime)
+        for scheduler in trainer.schedulers:
+            scheduler.load_state_dict(meta["scheduler"])
         start_step = meta["step"]
 
     result = TrainResult(start_step=start_step, peak_flops=measure_peak_flops(runtime, config.param_dtype))
@@ -165,24 +278,19 @@ def run_training(config: TrainConfig, runtime: Runtime) -> TrainResult:
     tokens_per_step = config.batch_size * config.seq_len
     log = MetricsLog(config.log_file, config.steps, start_step, enabled=runtime.is_main, progress=config.progress)
     log.event("resume" if meta is not None else "start", step=start_step, world_size=runtime.world_size,
-              device=str(runtime.device), params=model_config.num_params(), peak_flops=result.peak_flops,
-              flops_per_token=flops_per_token, checkpoint=str(resume_path) if resume_path else None)
+              layout=config.layout.label(), device=str(runtime.device), params=model_config.num_params(),
+              peak_flops=result.peak_flops, flops_per_token=flops_per_token,
+              checkpoint=str(resume_path) if resume_path else None)
     try:
         for step in range(start_step + 1, config.steps + 1):
             started = time.perf_counter()
             batch = loader.next_batch().to(runtime.device, non_blocking=True)
-            loss = train_step(model, batch, micro_batch)
-            grad_norm = clip_gradients(model, config.grad_clip)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            mean_loss = float(all_reduce_mean(loss, runtime))
+            loss, grad_norm, lr = trainer.step(batch)
             elapsed = time.perf_counter() - started
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(f"loss became {mean_loss} at step {step}")
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {step}")
             metrics = StepMetrics(
-                step=step, loss=mean_loss, lr=lr, grad_norm=grad_norm, step_time_s=elapsed,
+                step=step, loss=loss, lr=lr, grad_norm=grad_norm, step_time_s=elapsed,
                 tokens_per_s=tokens_per_step / elapsed, samples_per_s=config.batch_size / elapsed,
                 mfu=mfu(flops_per_token, tokens_per_step / elapsed, result.peak_flops),
                 peak_memory_bytes=peak_memory_bytes(runtime.device))
@@ -192,10 +300,16 @@ def run_training(config: TrainConfig, runtime: Runtime) -> TrainResult:
             due = config.checkpoint_every and step % config.checkpoint_every == 0
             if config.checkpoint_path is not None and (due or step == config.steps):
                 meta_out = {"model_config": asdict(model_config), "train_config": config.to_dict(),
-                            "scheduler": scheduler.state_dict(), "data": loader.state_dict(), "loss": mean_loss}
-                result.checkpoint = save_checkpoint(config.checkpoint_path, step, model, optimizer, runtime,
-                                                    meta_out, config.keep_checkpoints)
+                            "layout": config.layout.label(), "scheduler": trainer.schedulers[0].state_dict(),
+                            "data": loader.state_dict(), "loss": loss}
+                result.checkpoint = save_checkpoint(config.checkpoint_path, step, trainer.parts, trainer.optimizers,
+                                                    runtime, meta_out, config.keep_checkpoints)
                 log.event("checkpoint", step=step, path=str(result.checkpoint))
+        if config.export_dir is not None and result.checkpoint is not None and runtime.is_main:
+            from ai_system.training.export import export_checkpoint
+
+            result.export = export_checkpoint(result.checkpoint, Path(config.export_dir))
+            log.event("export", step=config.steps, path=str(result.export))
         log.event("done", step=config.steps, loss=result.losses[-1] if result.steps else None)
     finally:
         log.close()

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
+from ai_system.distributed.launch import run_distributed
+from ai_system.distributed.layout import Layout
 from ai_system.models.config import get_config
-from ai_system.parallel.compose import Layout
-from ai_system.parallel.launch import run_distributed
-from ai_system.parallel.runs import RunSpec, compare_layouts, measure_bubbles
 from ai_system.planning.accelerators import get_accelerator
-from ai_system.planning.measure import validate_layouts
-from ai_system.planning.planner import ONE_TRILLION, Job, Parallelism, estimate, run_summary, search
+from ai_system.planning.measure import plan_and_verify
+from ai_system.planning.planner import Job, estimate, run_summary, search
+from ai_system.training.bubble import measure_bubbles
+from ai_system.training.config import TrainConfig
+from ai_system.training.parity import compare_layouts
 
+ONE_TRILLION = get_config("1T")
 FLEET = {"gpu": "H100-SXM", "gpus": 2048, "global_batch": 1536, "seq_len": 2048, "efficiency": 0.5,
          "training_tokens": 1e12, "price_per_gpu_hour": 2.5}
-MEGATRON_1T = {"gpu": "A100-80GB", "layout": Parallelism(tp=8, pp=64, dp=6, micro_batch=1, zero=0, recompute="full"),
+MEGATRON_1T = {"gpu": "A100-80GB", "layout": Layout(dp=6, tp=8, pp=64, zero=0, micro_batch=1, recompute="full"),
                "global_batch": 3072, "published_tflops_per_gpu": 163}
 
 
@@ -45,18 +48,21 @@ def plan() -> dict:
 
 
 def measured() -> dict:
-    """Parity of each layout with one process, planner memory/time vs measured, pipeline bubble."""
-    parity_spec = RunSpec(get_config("debug", n_layers=4), batch=8, seq_len=32, steps=10)
-    parity = run_distributed(compare_layouts, 2, [Layout(tp=2), Layout(pp=2, n_microbatches=4)], parity_spec)
-    parity += run_distributed(compare_layouts, 4, [Layout(dp=2, tp=2), Layout(pp=2, tp=2, n_microbatches=4)],
-                              parity_spec)
-    spec = RunSpec(get_config("small"), batch=8, seq_len=128, steps=3)
-    validation = run_distributed(validate_layouts, 2, [Layout(tp=2), Layout(pp=2, n_microbatches=4), Layout(dp=2)],
-                                 spec)
-    bubble_cases = [(RunSpec(get_config("small"), batch=4 * m, seq_len=128), "1f1b", m) for m in (2, 8)]
-    bubbles = run_distributed(measure_bubbles, 2, bubble_cases)
+    """Parity of layouts with one process, the planner's plans for this machine run and checked, the bubble."""
+    parity_config = TrainConfig(model="debug", model_overrides={"n_layers": 4}, dataset="synthetic", seq_len=32,
+                                batch_size=8, steps=10, warmup_steps=2, progress=False)
+
+    def configs(base: TrainConfig, layouts: list[str]) -> list[TrainConfig]:
+        return [replace(base, layout=Layout.parse(text)) for text in layouts]
+
+    parity = run_distributed(compare_layouts, 2, configs(parity_config, ["tp=2", "pp=2,mb=2"]))
+    parity += run_distributed(compare_layouts, 4, configs(parity_config, ["dp=2,tp=2", "pp=2,tp=2,mb=2"]))
+    small = TrainConfig(model="small", dataset="synthetic", batch_size=8, seq_len=128, steps=3, progress=False)
+    validation = run_distributed(plan_and_verify, 2, small, 3)
+    bubble_configs = [replace(small, batch_size=4 * m, layout=Layout.parse("pp=2,mb=4")) for m in (2, 8)]
+    bubbles = run_distributed(measure_bubbles, 2, bubble_configs)
     return {"kind": "measured", "parity": [asdict(result) for result in parity], "planner_validation": validation,
-            "bubble": [{"microbatches": m, **result} for (_, _, m), result in zip(bubble_cases, bubbles, strict=True)]}
+            "bubble": [{"microbatches": m, **result} for m, result in zip((2, 8), bubbles, strict=True)]}
 
 
 def main() -> None:
@@ -78,7 +84,7 @@ def main() -> None:
         runs = measured()
         (args.out / "measured.json").write_text(json.dumps(runs, indent=2))
         for row in runs["planner_validation"]:
-            print(f"{row['layout']}: memory predicted {row['predicted_bytes'] / 1e6:.1f} MB vs measured "
+            print(f"plan {row['layout']}: memory predicted {row['predicted_bytes'] / 1e6:.1f} MB vs measured "
                   f"{row['measured_bytes'] / 1e6:.1f} MB; step {row['predicted_seconds']:.3f} s vs "
                   f"{row['measured_seconds']:.3f} s")
         for result_row in runs["parity"]:

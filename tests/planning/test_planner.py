@@ -6,26 +6,25 @@ import pytest
 import torch
 
 from ai_system.cli import main
+from ai_system.distributed.layout import Layout
+from ai_system.distributed.pipeline import bubble_fraction
 from ai_system.models.config import get_config
 from ai_system.models.transformer import Transformer
-from ai_system.parallel.pipeline import bubble_fraction
 from ai_system.planning.accelerators import ACCELERATORS, Accelerator, get_accelerator
 from ai_system.planning.planner import (
-    ONE_TRILLION,
     PRECISIONS,
     Job,
-    Parallelism,
     estimate,
     head_activation_bytes,
     layer_activation_bytes,
     layer_params,
     memory_per_gpu,
-    model_shape,
     run_summary,
     search,
 )
 
 H100 = get_accelerator("H100-SXM")
+ONE_TRILLION = get_config("1T")
 
 
 def saved_bytes(model: Transformer, run) -> int:
@@ -78,10 +77,10 @@ def test_parameter_count_matches_the_real_model() -> None:
 
 def test_zero_stages_shard_what_they_promise() -> None:
     job = Job(get_config("1B"), seq_len=2048, global_batch=64)
-    memories = {zero: memory_per_gpu(job, Parallelism(dp=8, zero=zero, micro_batch=1), 8) for zero in range(4)}
-    assert memories[1].optimizer == pytest.approx(memories[0].optimizer / 8)
-    assert memories[1].gradients == memories[0].gradients
+    memories = {zero: memory_per_gpu(job, Layout(dp=8, zero=zero, micro_batch=1), 8) for zero in (0, 2, 3)}
+    assert memories[2].optimizer == pytest.approx(memories[0].optimizer / 8)
     assert memories[2].gradients == pytest.approx(memories[0].gradients / 8)
+    assert memories[2].parameters == memories[0].parameters
     assert memories[3].parameters == pytest.approx(memories[0].parameters / 8)
     assert memories[3].fsdp_buffers > 0 == memories[2].fsdp_buffers
     unsharded = memories[0]
@@ -101,7 +100,7 @@ def test_sequence_parallel_and_recompute_shrink_activations() -> None:
 
 def test_flops_bubble_and_recompute() -> None:
     job = Job(ONE_TRILLION, seq_len=2048, global_batch=1536)
-    layout = Parallelism(tp=8, pp=16, dp=16, micro_batch=1, zero=1, recompute="full")
+    layout = Layout(tp=8, pp=16, dp=16, micro_batch=1, zero=0, recompute="full")
     result = estimate(job, layout, H100)
     assert result.model_flops == pytest.approx(ONE_TRILLION.train_flops_per_token(2048) * 2048 * 1536)
     assert result.hardware_flops / result.model_flops == pytest.approx(4 / 3, rel=0.02)
@@ -124,17 +123,13 @@ def test_search_ranks_layouts_that_fit() -> None:
 def test_bad_inputs_name_the_value() -> None:
     job = Job(get_config("8B"), seq_len=8192, global_batch=64)
     with pytest.raises(ValueError, match="tp=3"):
-        estimate(job, Parallelism(tp=3), H100)
-    with pytest.raises(ValueError, match="global_batch=64"):
-        estimate(job, Parallelism(dp=3), H100)
-    with pytest.raises(ValueError, match="recompute"):
-        Parallelism(recompute="some")
-    with pytest.raises(ValueError, match="virtual_stages"):
-        Parallelism(pp=2, virtual_stages=2)
+        estimate(job, Layout(tp=3), H100)
+    with pytest.raises(ValueError, match="global batch 64"):
+        estimate(job, Layout(dp=3), H100)
     with pytest.raises(ValueError, match="unknown accelerator"):
         get_accelerator("TPU")
-    with pytest.raises(ValueError, match="unknown model"):
-        model_shape("2T")
+    with pytest.raises(ValueError, match="unknown model config"):
+        get_config("2T")
     with pytest.raises(ValueError, match="peak_flops"):
         Accelerator("x", 0, 1, 1, 1, 1, "none")
     with pytest.raises(ValueError, match="seq_len"):
@@ -147,26 +142,30 @@ def test_every_accelerator_cites_a_source() -> None:
 
 def test_summary_adds_training_time_and_cost() -> None:
     job = Job(get_config("1B"), seq_len=2048, global_batch=64, precision=PRECISIONS["bf16-mixed"])
-    result = estimate(job, Parallelism(dp=8, micro_batch=8), H100)
+    result = estimate(job, Layout(dp=8, micro_batch=8), H100)
     summary = run_summary(result, training_tokens=job.tokens_per_iteration * 1000, price_per_gpu_hour=2.0)
     assert summary["gpu_hours"] == pytest.approx(1000 * result.iteration_seconds * 8 / 3600)
     assert summary["cost_usd"] == pytest.approx(2.0 * summary["gpu_hours"])
 
 
-def test_plan_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_command_prints_the_train_command_of_each_plan(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--model", "1B", "--gpus", "16", "--global-batch", "64", "--top", "2", "--json"]) == 0
     summaries = json.loads(capsys.readouterr().out)
     assert len(summaries) == 2 and summaries[0]["gpus"] == 16
+    command = summaries[0]["train_command"]
+    assert command.startswith("ai-system train --model 1B --seq-len 2048 --batch-size 64 --layout ")
+    assert Layout.parse(command.split("--layout ")[1].split()[0]).label() == summaries[0]["layout"]
     assert main(["plan", "--gpus", "8", "--global-batch", "64"]) == 1
     assert "no layout" in capsys.readouterr().out
 
 
 def test_plan_command_evaluates_one_layout(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--gpu", "A100-80GB", "--gpus", "3072", "--global-batch", "3072",
-                 "--layout", "8,64,1,0,full", "--json"]) == 0
+                 "--layout", "dp=6,tp=8,pp=64,zero=0,mb=1,recompute=full", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["layout"] == "tp8-pp64-dp6-mb1-zero0-full" and summary["fits"] is True
-    assert main(["plan", "--layout", "8,64"]) == 2
-    assert "tp,pp,micro_batch,zero,recompute" in capsys.readouterr().err
-    assert main(["plan", "--gpus", "100", "--layout", "8,64,1,0,full"]) == 2
-    assert "not a multiple" in capsys.readouterr().err
+    assert summary["layout"] == "dp=6,tp=8,pp=64,zero=0,mb=1,schedule=1f1b,recompute=full" and summary["fits"] is True
+    with pytest.raises(SystemExit):
+        main(["plan", "--layout", "8,64"])
+    assert "not key=value" in capsys.readouterr().err
+    assert main(["plan", "--gpus", "100", "--layout", "dp=6,tp=8,pp=64,mb=1"]) == 2
+    assert "uses 3072 GPUs but --gpus is 100" in capsys.readouterr().err

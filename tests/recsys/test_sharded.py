@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ai_system.parallel.launch import run_distributed
+from ai_system.distributed.launch import run_distributed
 from ai_system.recsys.data import make_world, sample_interactions
 from ai_system.recsys.embedded import EmbeddedStore
 from ai_system.recsys.models import StoreTable, TwoTower

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from ai_system.cli import main as cli_main
 from ai_system.training.cli import main
 from ai_system.training.metrics import step_records
 
 
-def test_cli_rejects_a_batch_the_ranks_cannot_split(capsys):
-    with pytest.raises(ValueError, match="batch_size=6 is not divisible by world_size=1 × grad_accum_steps=4"):
-        main(["--batch-size", "6", "--grad-accum-steps", "4", "--dataset", "synthetic", "--no-progress"])
+def test_cli_rejects_a_batch_the_ranks_cannot_split_in_one_line(capsys):
+    assert main(["--batch-size", "6", "--layout", "mb=4", "--dataset", "synthetic", "--no-progress"]) == 2
+    assert capsys.readouterr().err == ("ai-system train: error: each replica's batch of 6 sequences does not split "
+                                       "into micro-batches of 4 (global batch 6, dp=1)\n")
 
 
 def test_ai_system_train_subcommand_runs_one_process(tmp_path):

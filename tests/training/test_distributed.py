@@ -10,19 +10,21 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ai_system.distributed.launch import run_torchrun, start_torchrun
 from ai_system.training.cli import parse_config
-from ai_system.training.launch import run_torchrun, start_torchrun
 from ai_system.training.metrics import read_log, step_records
 from ai_system.training.trainer import train
 
 STEPS = 40
 TRAIN_ARGS = ["--model", "debug", "--model-overrides", json.dumps({"dim": 32, "n_heads": 2, "max_seq_len": 32}),
-              "--seq-len", "32", "--batch-size", "8", "--grad-accum-steps", "2", "--steps", str(STEPS),
+              "--seq-len", "32", "--batch-size", "8", "--steps", str(STEPS),
               "--warmup-steps", "2", "--lr", "1e-2", "--checkpoint-every", "10", "--no-progress"]
 
 
 def job_args(directory: Path) -> list[str]:
-    return [*TRAIN_ARGS, "--log-file", str(directory / "log.jsonl"), "--checkpoint-dir", str(directory / "ckpt"),
+    """Two FSDP ranks, each accumulating two micro-batches of two sequences."""
+    return [*TRAIN_ARGS, "--layout", "dp=2,mb=2", "--log-file", str(directory / "log.jsonl"),
+            "--checkpoint-dir", str(directory / "ckpt"),
             "--resume", "auto"]
 
 
@@ -53,7 +55,7 @@ def test_a_two_rank_checkpoint_resumes_on_one_process(two_rank_run):
 def rank_process(job: psutil.Process, rank: int) -> psutil.Process | None:
     for child in job.children(recursive=True):
         try:
-            if child.environ().get("RANK") == str(rank) and "train.py" in " ".join(child.cmdline()):
+            if child.environ().get("RANK") == str(rank) and "ai_system.cli" in " ".join(child.cmdline()):
                 return child
         except psutil.Error:
             continue

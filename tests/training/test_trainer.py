@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
+from ai_system.distributed.layout import Layout
+from ai_system.distributed.parallelize import mixed_precision
 from ai_system.training import checkpoint
 from ai_system.training.config import TrainConfig
 from ai_system.training.metrics import mfu, read_log
-from ai_system.training.parallel import mixed_precision
 from ai_system.training.schedule import WarmupCosine
 from ai_system.training.trainer import train
 
@@ -34,13 +35,15 @@ def test_schedule_warms_up_linearly_then_decays_to_the_floor():
 
 
 def test_accumulating_k_micro_batches_equals_one_k_times_batch():
-    whole = train(tiny(grad_accum_steps=1)).losses
-    accumulated = train(tiny(grad_accum_steps=4)).losses
+    whole = train(tiny()).losses
+    accumulated = train(tiny(layout=Layout(micro_batch=2))).losses
     assert accumulated == pytest.approx(whole, abs=1e-5)
 
 
-def test_activation_checkpointing_changes_memory_not_math():
-    assert train(tiny(activation_checkpointing=True)).losses == pytest.approx(train(tiny()).losses, abs=1e-6)
+@pytest.mark.parametrize("recompute", ["selective", "full"])
+def test_activation_checkpointing_changes_memory_not_math(recompute: str):
+    checkpointed = train(tiny(layout=Layout(recompute=recompute))).losses
+    assert checkpointed == pytest.approx(train(tiny()).losses, abs=1e-6)
 
 
 def test_loss_goes_down_on_the_stdlib_corpus():
@@ -87,10 +90,15 @@ def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path):
 
 
 def test_bad_configs_fail_before_training(tmp_path):
-    with pytest.raises(ValueError, match="batch_size=8 is not divisible by world_size=3"):
-        tiny().micro_batch_size(world_size=3)
-    with pytest.raises(ValueError, match="batch_size=8 is not divisible by world_size=1 × grad_accum_steps=3"):
-        train(tiny(grad_accum_steps=3))
+    with pytest.raises(ValueError, match="global batch 8 does not split over dp=3"):
+        tiny(layout=Layout(dp=3))
+    with pytest.raises(ValueError, match="batch of 8 sequences does not split into micro-batches of 3"):
+        tiny(layout=Layout(micro_batch=3))
+    with pytest.raises(ValueError, match="layout dp=2,tp=1,pp=1,zero=3,recompute=none needs 2 ranks, got 1"):
+        train(tiny(layout=Layout(dp=2)))
+    for field, value in (("lr", float("inf")), ("weight_decay", float("nan")), ("grad_clip", float("nan"))):
+        with pytest.raises(ValueError, match=field):
+            tiny(**{field: value})
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         train(tiny(resume=str(tmp_path / "missing")))
     with pytest.raises(ValueError, match="unknown model config|model must be one of"):
@@ -140,6 +148,12 @@ def test_checkpoint_meta_is_required(tmp_path: Path):
     assert checkpoint.latest_checkpoint(tmp_path) is None
     with pytest.raises(FileNotFoundError, match="train_meta.json"):
         checkpoint.read_meta(tmp_path / "step_00000001")
+
+
+def test_config_round_trips_with_its_layout():
+    config = tiny(layout=Layout(micro_batch=2, recompute="full"))
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["layout"] == "dp=1,tp=1,pp=1,zero=3,mb=2,recompute=full"
 
 
 def test_mixed_precision_is_bf16_compute_with_fp32_reduction_or_fp32_throughout():

@@ -18,13 +18,11 @@ import copy
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
 
+from ai_system.distributed.layout import SCHEDULES
 from ai_system.models.transformer import Transformer
-
-SCHEDULES = ("gpipe", "1f1b", "interleaved-1f1b")
 
 
 def bubble_fraction(num_stages: int, n_microbatches: int, stages_per_rank: int = 1) -> float:
@@ -73,35 +71,20 @@ def rank_stage_indices(rank: int, pp_size: int, stages_per_rank: int) -> list[in
     return [rank + i * pp_size for i in range(stages_per_rank)]
 
 
-def build_pipeline(model: Transformer, schedule: str, n_microbatches: int,
-                   group: dist.ProcessGroup | None = None, stages_per_rank: int = 1,
-                   device: torch.device | str = "cpu",
+def build_schedule(stages: list[PipelineStage], schedule: str, n_microbatches: int,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = next_token_loss,
-                   prepare: Callable[[Transformer], Transformer] | None = None,
-                   ) -> tuple[ScheduleGPipe | Schedule1F1B | ScheduleInterleaved1F1B, list[PipelineStage]]:
-    """This rank's stage(s) of ``model`` (``stage.submod`` is the module) and a schedule over ``group``.
+                   ) -> ScheduleGPipe | Schedule1F1B | ScheduleInterleaved1F1B:
+    """The schedule over this rank's ``stages`` (one, or v for interleaved 1F1B).
 
-    ``prepare`` runs on each stage module before it is wrapped (e.g. tensor parallelism, FSDP).
     Drive it with ``schedule.step(tokens, target=targets, losses=losses)`` on the first and last
     stage ranks (others call ``step()``); gradients are averaged over micro-batches.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if schedule != "interleaved-1f1b" and stages_per_rank != 1:
-        raise ValueError(f"{schedule} runs one stage per rank; got stages_per_rank={stages_per_rank}")
-    group = group or dist.group.WORLD
-    rank, pp_size = dist.get_rank(group), dist.get_world_size(group)
-    num_stages = pp_size * stages_per_rank
-    if n_microbatches < pp_size:
-        raise ValueError(f"n_microbatches={n_microbatches} must be at least the pipeline size {pp_size}")
-    stages = []
-    for index in rank_stage_indices(rank, pp_size, stages_per_rank):
-        module = stage_module(model, index, num_stages)
-        if prepare is not None:
-            module = prepare(module)
-        stages.append(PipelineStage(module, index, num_stages, torch.device(device), group=group))
+    if schedule != "interleaved-1f1b" and len(stages) != 1:
+        raise ValueError(f"{schedule} runs one stage per rank; got {len(stages)}")
     if schedule == "gpipe":
-        return ScheduleGPipe(stages[0], n_microbatches, loss_fn=loss_fn), stages
+        return ScheduleGPipe(stages[0], n_microbatches, loss_fn=loss_fn)
     if schedule == "1f1b":
-        return Schedule1F1B(stages[0], n_microbatches, loss_fn=loss_fn), stages
-    return ScheduleInterleaved1F1B(stages, n_microbatches, loss_fn=loss_fn), stages
+        return Schedule1F1B(stages[0], n_microbatches, loss_fn=loss_fn)
+    return ScheduleInterleaved1F1B(stages, n_microbatches, loss_fn=loss_fn)
