@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import torch
 
-from ai_system.inference.server import ThreadedServer
+from ai_system.serving.threaded import ThreadedServer
 from ai_system.recsys.data import (
     N_DENSE,
     PlantedWorld,

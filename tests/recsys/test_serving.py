@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ai_system.inference.server import ThreadedServer
+from ai_system.serving.threaded import ThreadedServer
 from ai_system.recsys.data import make_world
 from ai_system.recsys.embedded import EmbeddedStore
 from ai_system.recsys.models import TwoTower

@@ -7,16 +7,16 @@ import threading
 import pytest
 
 from ai_system.inference.engine import (
-    Engine,
     EngineClosedError,
     EngineConfig,
+    EngineThread,
     Event,
     QueueFullError,
     Request,
     load_model,
 )
 from ai_system.inference.generate import SamplingParams, generate
-from ai_system.inference.loadgen import submit_and_wait
+from ai_system.serving.loadgen import submit_and_wait
 
 
 def wait_until_generating(request: Request) -> None:
@@ -29,13 +29,13 @@ def wait_until_generating(request: Request) -> None:
 
 @pytest.fixture
 def engine_factory(slow):
-    engines: list[Engine] = []
+    engines: list[EngineThread] = []
 
-    def make(step_delay_s: float = 0.0, **config: object) -> Engine:
+    def make(step_delay_s: float = 0.0, **config: object) -> EngineThread:
         model = load_model("debug", seed=0)
         if step_delay_s:
             slow(model, step_delay_s)
-        engine = Engine(model, EngineConfig(**config)).start()
+        engine = EngineThread(model, EngineConfig(**config)).start()
         engines.append(engine)
         return engine
 
@@ -61,7 +61,7 @@ def test_continuous_batching_matches_plain_generation(engine_factory, make_recor
 
 
 def test_long_generation_does_not_hold_up_a_short_one(make_recorder):
-    engine = Engine(load_model("debug"), EngineConfig(max_batch_size=2)).start()
+    engine = EngineThread(load_model("debug"), EngineConfig(max_batch_size=2)).start()
     try:
         long, short = make_recorder(), make_recorder()
         long_request = Request(list(b"long"), SamplingParams(max_new_tokens=100), long)
@@ -112,7 +112,7 @@ def test_full_queue_rejects_at_once(engine_factory, make_recorder):
 
 def test_stop_finishes_running_requests_and_rejects_queued_ones(slow, make_recorder):
     model = slow(load_model("debug"), 0.005)
-    engine = Engine(model, EngineConfig(max_batch_size=1)).start()
+    engine = EngineThread(model, EngineConfig(max_batch_size=1)).start()
     running, queued = make_recorder(), make_recorder()
     first = Request(list(b"run"), SamplingParams(max_new_tokens=10), running)
     engine.submit(first)
@@ -127,7 +127,7 @@ def test_stop_finishes_running_requests_and_rejects_queued_ones(slow, make_recor
 
 
 def test_stop_aborts_what_the_drain_timeout_cannot_finish(slow, make_recorder):
-    engine = Engine(slow(load_model("debug"), 0.01), EngineConfig(max_batch_size=1)).start()
+    engine = EngineThread(slow(load_model("debug"), 0.01), EngineConfig(max_batch_size=1)).start()
     recorder = make_recorder()
     request = Request(list(b"long"), SamplingParams(max_new_tokens=100), recorder)
     engine.submit(request)
@@ -176,7 +176,7 @@ def test_a_failing_model_errors_every_request_instead_of_hanging(make_recorder):
         raise RuntimeError("device lost")
 
     model.forward = broken_forward
-    engine = Engine(model, EngineConfig(max_batch_size=2)).start()
+    engine = EngineThread(model, EngineConfig(max_batch_size=2)).start()
     recorders = [make_recorder() for _ in range(3)]
     for recorder in recorders:
         engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=4), recorder))
