@@ -42,6 +42,10 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """``encode`` of each text, on every core where the tokenizer can (for corpora)."""
+        ...
+
     def decode(self, tokens: Sequence[int]) -> str: ...
 
     def stream_decoder(self) -> StreamDecoder:
@@ -105,6 +109,9 @@ class ByteTokenizer(ByteLevelTokenizer):
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
+
 
 def _byte_alphabet() -> dict[str, int]:
     """The printable character byte-level BPE writes for each byte (GPT-2's table), mapped back to the byte.
@@ -147,6 +154,11 @@ class BPETokenizer(ByteLevelTokenizer):
         """Ids of ``text``; text that spells a special token (``<|endoftext|>``) is encoded as plain text."""
         text.encode("utf-8")  # lone surrogates: UnicodeEncodeError (a ValueError), not tokenizers' TypeError
         return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        for text in texts:
+            text.encode("utf-8")
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def save(self, path: Path) -> None:
         self.tokenizer.save(str(path))

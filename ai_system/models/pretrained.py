@@ -42,22 +42,19 @@ TIED_WEIGHT = "output.weight"
 
 @dataclass(frozen=True)
 class PretrainedInfo:
-    """A checked checkpoint directory: its model shape, stored dtype and tokenizer."""
+    """A checkpoint directory as read from its config and the weights file's header."""
 
     directory: Path
     config: ModelConfig
     dtype: torch.dtype
     tokenizer: Tokenizer
+    shapes: dict[str, tuple[int, ...]]
 
 
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Tensor name → shape that ``model.safetensors`` must hold for this config (built on the meta device)."""
-    with torch.device("meta"):
-        model = Transformer(config)
-    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    if config.tie_embeddings:
-        del shapes[TIED_WEIGHT]
-    return shapes
+def stored_shapes(model: Transformer) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape that ``model.safetensors`` holds for this model (a tied output left out)."""
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()
+            if not (model.config.tie_embeddings and name == TIED_WEIGHT)}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -71,8 +68,8 @@ def _first(items: list[str], count: int = 5) -> str:
     return "; ".join(items[:count]) + (f"; ... ({len(items)} in all)" if len(items) > count else "")
 
 
-def _check_shapes(found: dict[str, tuple[int, ...]], config: ModelConfig, source: str) -> None:
-    expected = expected_shapes(config)
+def _check_shapes(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], config: ModelConfig,
+                  source: str) -> None:
     problems = [f"missing {name}" for name in sorted(expected.keys() - found.keys())]
     problems += [f"unexpected {name}" for name in sorted(found.keys() - expected.keys())]
     problems += [f"{name} has shape {found[name]}, expected {expected[name]}"
@@ -95,7 +92,9 @@ def save_pretrained(directory: str | Path, config: ModelConfig, state_dict: dict
                          f"vocab_size ({config.vocab_size}), so every id the model emits decodes")
     tensors = {name: tensor for name, tensor in state_dict.items()
                if not (config.tie_embeddings and name == TIED_WEIGHT)}
-    _check_shapes({name: tuple(tensor.shape) for name, tensor in tensors.items()}, config, "state_dict")
+    with torch.device("meta"):
+        expected = stored_shapes(Transformer(config))
+    _check_shapes({name: tuple(tensor.shape) for name, tensor in tensors.items()}, expected, config, "state_dict")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).unlink(missing_ok=True)
     save_file({name: tensor.detach().to(device="cpu", dtype=dtype).contiguous() for name, tensor in tensors.items()},
@@ -136,7 +135,8 @@ def _load_tokenizer(directory: Path, kind: object) -> Tokenizer:
 
 
 def inspect_pretrained(directory: str | Path) -> PretrainedInfo:
-    """Check a checkpoint directory without reading its weights: config, tokenizer, tensor names and shapes."""
+    """Read a checkpoint directory's config, tokenizer and weights header (no weights); refuse what is
+    inconsistent. Tensor names and shapes are checked by ``load_pretrained`` against the model it builds."""
     directory = Path(directory)
     if not directory.is_dir():
         what = "is a file" if directory.exists() else "does not exist"
@@ -164,11 +164,10 @@ def inspect_pretrained(directory: str | Path) -> PretrainedInfo:
             dtypes = {handle.get_slice(name).get_dtype() for name in handle.keys()}
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{weights} is not a readable safetensors file: {error}") from error
-    _check_shapes(found, config, str(weights))
     stored = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}[meta["dtype"]]
     if dtypes - {stored}:
         raise ValueError(f"{weights} holds {sorted(dtypes)} tensors but {config_path} says {meta['dtype']}")
-    return PretrainedInfo(directory, config, dtype, tokenizer)
+    return PretrainedInfo(directory, config, dtype, tokenizer, found)
 
 
 def load_pretrained(directory: str | Path, device: str | torch.device = "cpu",
@@ -179,6 +178,7 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu",
         _dtype_name(dtype)
     with torch.device(device):
         model = Transformer(info.config)
+    _check_shapes(info.shapes, stored_shapes(model), info.config, str(info.directory / WEIGHTS_FILE))
     try:
         tensors = load_file(str(info.directory / WEIGHTS_FILE), device=str(device))
     except SafetensorError as error:

@@ -291,9 +291,8 @@ def build_engine(spec: ModelSpec, engine_config: EngineConfig | None = None, in_
 def served_model(args: argparse.Namespace) -> tuple[ModelSpec, Tokenizer, str]:
     """What ``serve`` runs: the model to build, its tokenizer and the name it answers to.
 
-    A checkpoint is checked here (config, tokenizer, tensor names and shapes, without reading the
-    weights), so a bad one fails before anything starts; random weights of a large-vocabulary
-    config get the corpus BPE of that size (trained once, then cached).
+    A checkpoint's config, tokenizer and weights header are read here; random weights of a
+    large-vocabulary config get the corpus BPE of that size (trained once, then cached).
     """
     if args.checkpoint is not None:
         if args.config is not None:
@@ -308,14 +307,18 @@ def served_model(args: argparse.Namespace) -> tuple[ModelSpec, Tokenizer, str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """``ai-system serve``: load the model, start the engine, serve until SIGINT/SIGTERM."""
+    """``ai-system serve``: load the model, start the engine, serve until SIGINT/SIGTERM.
+
+    The engine starts before HTTP does, so a checkpoint that does not load ends the command with
+    its reason (exit 2) instead of a server that never becomes ready.
+    """
     try:
         engine_config = EngineConfig(max_batch_size=args.max_batch_size, max_queue_size=args.max_queue_size,
                                      max_queue_delay_ms=args.max_queue_delay_ms, prefill_chunk=args.prefill_chunk,
                                      seed=args.seed)
         spec, tokenizer, model_name = served_model(args)
-        engine = build_engine(spec, engine_config, in_process=args.engine == "thread")
-    except (OSError, ValueError) as error:
+        engine = build_engine(spec, engine_config, in_process=args.engine == "thread").start()
+    except (OSError, RuntimeError, ValueError) as error:
         print(f"ai-system serve: {error}", file=sys.stderr)
         return 2
     app = create_app(engine, tokenizer, model_name, args.drain_timeout)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
+import ai_system.models.transformer as transformer_module
 from ai_system.inference.engine import (
     EngineClosedError,
     EngineConfig,
@@ -203,3 +205,65 @@ def test_busy_engine_admits_arrivals_together_without_pausing_decode(engine_fact
     prefills = [step.prefill_tokens for step in steps if step.prefill_tokens]
     assert prefills == [4, 9]
     assert running.on_event.final.reason == "length"
+
+
+class RecordingOps:
+    """Stands in for the transformer's ``ops`` module and keeps the ``lengths`` every attention call got."""
+
+    def __init__(self, ops: object) -> None:
+        self._ops = ops
+        self.lengths: list[list[int]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ops, name)
+
+    def attention(self, *args: object, lengths: torch.Tensor | None = None, **kwargs: object) -> torch.Tensor:
+        self.lengths.append(lengths.tolist())
+        return self._ops.attention(*args, lengths=lengths, **kwargs)
+
+    def decode_attention(self, *args: object, lengths: torch.Tensor | None = None, **kwargs: object) -> torch.Tensor:
+        self.lengths.append(lengths.tolist())
+        return self._ops.decode_attention(*args, lengths=lengths, **kwargs)
+
+
+def test_mixed_prefill_and_decode_attend_to_each_rows_real_length(monkeypatch, make_recorder):
+    """A row's length is its filled cache prefix, not the cache length its padding reaches, so the
+    attention kernels stop there for every row of a mixed prefill + decode iteration; the tokens stay
+    those of generate()."""
+    model = load_model("debug", seed=0)
+    cache_len = model.config.max_seq_len
+    forwards: list[tuple[torch.Tensor, torch.Tensor]] = []
+    forward = model.forward
+
+    def recording_forward(tokens, positions, mask, lengths):
+        forwards.append((positions.clone(), lengths.clone()))
+        return forward(tokens, positions, mask, lengths)
+
+    model.forward = recording_forward
+    ops = RecordingOps(transformer_module.ops)
+    monkeypatch.setattr(transformer_module, "ops", ops)
+    engine = EngineThread(model, EngineConfig(max_batch_size=2, prefill_chunk=8, max_queue_delay_ms=0)).start()
+    try:
+        decoding = Request(list(b"first"), SamplingParams(max_new_tokens=30), make_recorder())
+        engine.submit(decoding)
+        wait_until_generating(decoding)
+        joining = Request(list(b"a prompt of 3 chunks!"), SamplingParams(max_new_tokens=5), make_recorder())
+        engine.submit(joining)
+        assert decoding.on_event.final.reason == "length" and joining.on_event.final.reason == "length"
+    finally:
+        engine.stop()
+
+    mixed = 0
+    for positions, lengths in forwards:
+        real = positions != cache_len - 1
+        expected = [int(row[keep].max()) + 1 if keep.any() else 1 for row, keep in zip(positions, real, strict=True)]
+        assert lengths.tolist() == expected
+        counts = real.sum(dim=1).tolist()
+        mixed += 1 in counts and any(count > 1 for count in counts)
+    assert mixed >= 2, "the run never fed a prompt chunk and a decode token in one iteration"
+    assert max(max(lengths) for lengths in ops.lengths) < cache_len
+    per_forward = [lengths.tolist() for _, lengths in forwards for _ in range(model.config.n_layers)]
+    assert ops.lengths == per_forward
+    reference = load_model("debug", seed=0)
+    for request in (decoding, joining):
+        assert request.generated == generate(reference, [request.prompt], request.params)[0]
