@@ -37,6 +37,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HEADER_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 TIED_WEIGHT = "output.weight"
 
 
@@ -164,8 +165,7 @@ def inspect_pretrained(directory: str | Path) -> PretrainedInfo:
             dtypes = {handle.get_slice(name).get_dtype() for name in handle.keys()}
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{weights} is not a readable safetensors file: {error}") from error
-    stored = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}[meta["dtype"]]
-    if dtypes - {stored}:
+    if dtypes - {HEADER_DTYPES[meta["dtype"]]}:
         raise ValueError(f"{weights} holds {sorted(dtypes)} tensors but {config_path} says {meta['dtype']}")
     return PretrainedInfo(directory, config, dtype, tokenizer, found)
 
