@@ -139,7 +139,10 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 positions: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, positions, mask, lengths)
+        # lengths only with a cache (inference): the tensor-parallel wrappers in ai_system.parallel take
+        # exactly the five positional inputs and no keywords, and training never has a cache.
+        cached = {} if lengths is None else {"lengths": lengths}
+        h = x + self.attention(self.attention_norm(x), cos, sin, positions, mask, **cached)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
