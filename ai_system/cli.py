@@ -15,8 +15,8 @@ import sys
 COMMAND_MODULES = {
     "report": "ai_system.report.cli",
     "plan": "ai_system.planning.cli",
-    "serve": "ai_system.inference.server",
-    "loadtest": "ai_system.inference.loadgen",
+    "serve": "ai_system.serving.server",
+    "loadtest": "ai_system.serving.loadgen",
     "train": "ai_system.training.cli",
     "recommender": "ai_system.recsys.casestudy",
     "schedule": "ai_system.resources.cli",

@@ -26,9 +26,10 @@ import pytest
 import torch
 
 from ai_system.bench.metrics import Projection
-from ai_system.inference.engine import Engine, EngineConfig, load_model
+from ai_system.inference.engine import EngineConfig, EngineThread, load_model
 from ai_system.inference.generate import SamplingParams
-from ai_system.inference.loadgen import LoadReport, open_loop, run_mlperf, submit_and_wait
+from ai_system.serving.loadgen import LoadReport, open_loop, submit_and_wait
+from ai_system.serving.mlperf import run_mlperf
 
 MODEL = "debug"
 PROMPT = "x" * 32
@@ -156,7 +157,7 @@ def offline_throughput(count: int, model: str = MODEL, batch: int = DYNAMIC_BATC
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        engine = Engine(load_model(model, seed=0, device=device),
+        engine = EngineThread(load_model(model, seed=0, device=device),
                         EngineConfig(max_batch_size=batch, max_queue_size=max(QUEUE, count)))
         engine.start()
         params = SamplingParams(max_new_tokens=MAX_TOKENS)
@@ -317,7 +318,7 @@ def test_serving_mlperf_loadgen(benchmark, record, profile, scenario, tmp_path):
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    engine = Engine(load_model(MODEL, seed=0), EngineConfig(max_batch_size=DYNAMIC_BATCH, max_queue_size=1 << 20))
+    engine = EngineThread(load_model(MODEL, seed=0), EngineConfig(max_batch_size=DYNAMIC_BATCH, max_queue_size=1 << 20))
     engine.start()
     prompt = list(PROMPT.encode())
     result = {}

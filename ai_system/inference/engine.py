@@ -10,12 +10,18 @@ long prompt adds, as in Sarathi, Agrawal et al., 2023).
 
 Padding never corrupts a slot: padded tokens write to the cache's last position, a scratch slot no
 request may reach (prompt + max_new_tokens <= cache length), and every real token writes its own
-position before any query can attend to it.
+position before any query can attend to it. Each row tells the model its real length (the cache
+slots it has filled once this iteration's tokens are in), so attention reads a row's filled
+prefix and never the scratch slot or the unfilled rest, whatever the other rows hold.
 
 New requests are admitted in batches (dynamic batching): once the free slots are all wanted, or the
 oldest waiting request has waited ``max_queue_delay_ms``. An idle engine sleeps until then; a busy
 one keeps decoding meanwhile, so arrivals a few milliseconds apart share one wide prefill iteration
 instead of each widening one, and no running decode ever waits for admission.
+
+Two engines implement the ``Engine`` protocol the server is written against: ``EngineThread`` runs
+the loop in a thread of the caller's process, ``EngineProcess`` in a child process that it talks
+to with the typed messages below (commands down, events up).
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from multiprocessing.connection import Connection
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
 from ai_system.inference.generate import SamplingParams, sample_tokens
 from ai_system.models.config import get_config
+from ai_system.models.pretrained import load_pretrained
 from ai_system.models.transformer import Transformer
 
 logger = logging.getLogger(__name__)
@@ -131,21 +139,67 @@ def check_request(prompt: list[int], params: SamplingParams, vocab_size: int, ma
 
 def load_model(config_name: str = "debug", seed: int = 0, checkpoint: str | None = None,
                device: str = "cpu") -> Transformer:
-    """The shared transformer, randomly initialized from ``seed`` unless a checkpoint is given.
+    """The shared transformer from a checkpoint directory (``save_pretrained``'s), or else the named
+    config with random weights from ``seed``.
 
     Random weights produce meaningless text; they are enough to measure the serving system, whose
     cost does not depend on what the weights say.
     """
+    if checkpoint is not None:
+        return load_pretrained(checkpoint, device)[0]
     model = Transformer(get_config(config_name)).to(device)
-    if checkpoint is None:
-        model.init_weights(seed=seed)
-    else:
-        model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True))
+    model.init_weights(seed=seed)
     return model.eval()
 
 
-class Engine:
-    """Runs requests on ``model`` from a background thread; ``submit`` never blocks."""
+@runtime_checkable
+class Engine(Protocol):
+    """What the server needs from an engine; ``EngineThread`` and ``EngineProcess`` both provide it.
+
+    ``submit`` never blocks: it queues the request or raises at once (``ValueError`` for a request
+    that can never run, ``QueueFullError``, ``EngineClosedError``). The engine then calls the
+    request's ``on_event`` from a thread of its own with every token and one final event.
+    """
+
+    on_step: Callable[[StepStats], None] | None
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def max_context(self) -> int:
+        """Longest prompt + max_new_tokens a request may ask for."""
+        ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def active(self) -> int: ...
+
+    @property
+    def running(self) -> bool:
+        """The engine loop is alive (``/healthz``)."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Running and accepting requests: not starting, draining or stopped (``/readyz``)."""
+        ...
+
+    def start(self) -> Engine: ...
+
+    def submit(self, request: Request) -> None: ...
+
+    def cancel(self, request: Request) -> None: ...
+
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Reject queued requests, let running ones finish within ``drain_timeout`` s, abort the rest."""
+        ...
+
+
+class EngineThread:
+    """Runs requests on ``model`` from a background thread of this process; ``submit`` never blocks."""
 
     def __init__(self, model: Transformer, config: EngineConfig | None = None,
                  on_step: Callable[[StepStats], None] | None = None) -> None:
@@ -166,8 +220,11 @@ class Engine:
         self._keys = torch.arange(self.cache_len, device=self.device)
 
     @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    @property
     def max_context(self) -> int:
-        """Longest prompt + max_new_tokens a request may ask for."""
         return self.cache_len
 
     @property
@@ -186,20 +243,16 @@ class Engine:
     def ready(self) -> bool:
         return self.running and not self._closing
 
-    def start(self) -> Engine:
+    def start(self) -> EngineThread:
         if self._thread is not None:
-            raise RuntimeError("engine already started; an Engine runs once")
+            raise RuntimeError("engine already started; an EngineThread runs once")
         self._thread = threading.Thread(target=self._run, name="inference-engine", daemon=True)
         self._thread.start()
         return self
 
-    def check(self, prompt: list[int], params: SamplingParams) -> None:
-        """Raise ValueError if this request can never run here (empty, bad tokens, too long)."""
-        check_request(prompt, params, self.model.config.vocab_size, self.max_context)
-
     def submit(self, request: Request) -> None:
         """Queue a request or raise at once: ValueError, QueueFullError or EngineClosedError."""
-        self.check(request.prompt, request.params)
+        check_request(request.prompt, request.params, self.vocab_size, self.max_context)
         if request.params.seed is not None:
             request.generator = torch.Generator(device=self.device).manual_seed(request.params.seed)
         with self._cond:
@@ -217,7 +270,6 @@ class Engine:
             self._cond.notify()
 
     def stop(self, drain_timeout: float = 10.0) -> None:
-        """Reject queued requests, let running ones finish within ``drain_timeout`` s, abort the rest."""
         with self._cond:
             self._closing = True
             rejected = list(self._queue)
@@ -307,7 +359,8 @@ class Engine:
         """One forward over the slots up to the last busy one, then a token for each row past its prompt.
 
         Requests take the lowest free slots, so under light load the forward covers a few rows, not
-        ``max_batch_size`` of them.
+        ``max_batch_size`` of them. A row feeding n tokens from position p has length p + n; an empty
+        row has length 1 (its padding attends to slot 0 of its own, unused cache row).
         """
         start = time.perf_counter()
         in_use = self._slots[:1 + max(row for row, request in enumerate(self._slots) if request is not None)]
@@ -323,14 +376,16 @@ class Engine:
         slots = len(in_use)
         tokens = torch.zeros(slots, width, dtype=torch.long)
         positions = torch.full((slots, width), self.scratch_position, dtype=torch.long)
+        lengths = torch.ones(slots, dtype=torch.long)
         for row, (request, feed) in enumerate(zip(in_use, feeds, strict=True)):
             if feed:
                 tokens[row, :len(feed)] = torch.tensor(feed)
                 positions[row, :len(feed)] = torch.arange(request.next_position,
                                                           request.next_position + len(feed))
-        tokens, positions = tokens.to(self.device), positions.to(self.device)
+                lengths[row] = request.next_position + len(feed)
+        tokens, positions, lengths = tokens.to(self.device), positions.to(self.device), lengths.to(self.device)
         mask = (self._keys.view(1, 1, -1) <= positions.unsqueeze(-1)).unsqueeze(1)
-        logits = self.model(tokens, positions, mask)
+        logits = self.model(tokens, positions, mask, lengths)
 
         emitting: list[int] = []
         prefill_tokens = decode_tokens = 0
@@ -378,7 +433,11 @@ class Engine:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a child process needs to build the model itself (weights never cross the pipe)."""
+    """What a child process needs to build the model itself (weights never cross the pipe).
+
+    ``checkpoint`` is a ``save_pretrained`` directory; without one, ``config_name`` with random
+    weights from ``seed``.
+    """
 
     config_name: str = "debug"
     seed: int = 0
@@ -387,8 +446,82 @@ class ModelSpec:
     threads: int = 1
 
 
+@dataclass(frozen=True)
+class SubmitCommand:
+    """Parent → child: run this request (the child keeps the parent's request id)."""
+
+    request_id: int
+    prompt: list[int]
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class CancelCommand:
+    """Parent → child: drop this request wherever it is."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class StopCommand:
+    """Parent → child: drain within ``drain_timeout`` s (``EngineThread.stop``), then exit."""
+
+    drain_timeout: float
+
+
+EngineCommand = SubmitCommand | CancelCommand | StopCommand
+
+
+@dataclass(frozen=True)
+class ReadyMessage:
+    """Child → parent, first: the model is loaded and the engine runs."""
+
+    max_context: int
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class FailedMessage:
+    """Child → parent, first: the model could not be loaded; the child exits."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RequestUpdate:
+    """One event of one request, with the times the child recorded for it."""
+
+    request_id: int
+    event: Event
+    first_token_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class EventsMessage:
+    """Child → parent, once per iteration (and when a request ends outside one): the events since the
+    last message, the iteration's stats if one ran, and the engine's state after it."""
+
+    updates: list[RequestUpdate]
+    stats: StepStats | None
+    queue_depth: int
+    active: int
+    ready: bool
+
+
+@dataclass(frozen=True)
+class CommandRejected:
+    """Child → parent: a command the child does not know; it is ignored, the engine keeps running."""
+
+    command: str
+    reason: str
+
+
+EngineMessage = ReadyMessage | FailedMessage | EventsMessage | CommandRejected
+
+
 class EngineProcess:
-    """An ``Engine`` in a child process, driven through pipes; the server uses it like an ``Engine``.
+    """An ``EngineThread`` in a child process, driven through pipes; the server uses it like any ``Engine``.
 
     In one process the HTTP event loop and the engine thread share the GIL: every torch call the
     engine makes releases and re-takes it, and each re-take can wait on the event loop, so HTTP work
@@ -404,6 +537,7 @@ class EngineProcess:
         self.config = config or EngineConfig()
         self.on_step = on_step
         self.max_context = 0
+        self.vocab_size = 0
         self.queue_depth = 0
         self.active = 0
         self._requests: dict[int, Request] = {}
@@ -413,7 +547,7 @@ class EngineProcess:
         self._exited = False
         self._process = None
         self._reader: threading.Thread | None = None
-        self._commands = None
+        self._commands: Connection | None = None
 
     @property
     def running(self) -> bool:
@@ -446,12 +580,13 @@ class EngineProcess:
         if not child_events.poll(timeout_s):
             self._process.kill()
             raise RuntimeError(f"engine process did not load the model within {timeout_s} s")
-        message = child_events.recv()
-        if message[0] != "ready":
+        message: EngineMessage = child_events.recv()
+        if not isinstance(message, ReadyMessage):
             self._process.join()
-            raise RuntimeError(f"engine process failed to start: {message[1]}")
-        self.max_context = message[1]
-        self._vocab_size = message[2]
+            reason = message.reason if isinstance(message, FailedMessage) else f"unexpected message {message!r}"
+            raise RuntimeError(f"engine process failed to start: {reason}")
+        self.max_context = message.max_context
+        self.vocab_size = message.vocab_size
         self._child_ready = True
         self._reader = threading.Thread(target=self._read, args=(child_events,), name="engine-events", daemon=True)
         self._reader.start()
@@ -461,29 +596,29 @@ class EngineProcess:
         """Queue a request or raise at once: ValueError, QueueFullError or EngineClosedError."""
         if not self.max_context:
             raise EngineClosedError("the engine process is not started")
-        check_request(request.prompt, request.params, self._vocab_size, self.max_context)
+        check_request(request.prompt, request.params, self.vocab_size, self.max_context)
         with self._lock:
             if not self.ready:
                 raise EngineClosedError("the engine is not accepting requests (not started or shutting down)")
             if len(self._requests) >= self.config.max_batch_size + self.config.max_queue_size:
                 raise QueueFullError(f"request queue is full ({self.config.max_queue_size} waiting)")
             self._requests[request.id] = request
-            self._commands.send(("submit", request.id, request.prompt, request.params))
+            self._commands.send(SubmitCommand(request.id, request.prompt, request.params))
 
     def cancel(self, request: Request) -> None:
         with self._lock:
             request.cancelled = True
             if request.id in self._requests and self.running:
-                self._commands.send(("cancel", request.id))
+                self._commands.send(CancelCommand(request.id))
 
     def stop(self, drain_timeout: float = 10.0) -> None:
-        """Same contract as ``Engine.stop``; the child drains, then exits."""
+        """Same contract as ``EngineThread.stop``; the child drains, then exits."""
         with self._lock:
             self._closing = True
             if self._process is None:
                 return
             if self._process.is_alive():
-                self._commands.send(("stop", drain_timeout))
+                self._commands.send(StopCommand(drain_timeout))
         self._process.join(drain_timeout + 30)
         if self._process.is_alive():
             self._process.kill()
@@ -491,24 +626,15 @@ class EngineProcess:
         if self._reader is not None:
             self._reader.join(30)
 
-    def _read(self, events) -> None:
+    def _read(self, events: Connection) -> None:
         """Deliver the child's events to each request's owner, in order, from this thread."""
         try:
             while True:
-                _, batch, stats, self.queue_depth, self.active, self._child_ready = events.recv()
-                for request_id, kind, token, reason, first_token_at, finished_at in batch:
-                    with self._lock:
-                        request = self._requests.get(request_id) if kind == "token" else \
-                            self._requests.pop(request_id, None)
-                    if request is None:
-                        continue
-                    request.first_token_at = request.first_token_at or first_token_at
-                    request.finished_at = finished_at
-                    if kind == "token":
-                        request.generated.append(token)
-                    request.on_event(Event(kind, token, reason))
-                if stats is not None and self.on_step is not None:
-                    self.on_step(stats)
+                message: EngineMessage = events.recv()
+                if isinstance(message, EventsMessage):
+                    self._deliver(message)
+                else:
+                    logger.error("engine process: %s", message)
         except (EOFError, OSError):
             pass
         finally:
@@ -520,38 +646,54 @@ class EngineProcess:
             for request in orphans:
                 request.on_event(Event("error", reason="the engine process exited before the request ended"))
 
+    def _deliver(self, message: EventsMessage) -> None:
+        self.queue_depth, self.active, self._child_ready = message.queue_depth, message.active, message.ready
+        for update in message.updates:
+            final = update.event.kind != "token"
+            with self._lock:
+                request = self._requests.pop(update.request_id, None) if final else \
+                    self._requests.get(update.request_id)
+            if request is None:
+                continue
+            request.first_token_at = request.first_token_at or update.first_token_at
+            request.finished_at = update.finished_at
+            if not final:
+                request.generated.append(update.event.token)
+            request.on_event(update.event)
+        if message.stats is not None and self.on_step is not None:
+            self.on_step(message.stats)
 
-def _engine_child(spec: ModelSpec, config: EngineConfig, commands, events) -> None:
+
+def _engine_child(spec: ModelSpec, config: EngineConfig, commands: Connection, events: Connection) -> None:
     """Child process: build the model and engine, then serve commands until told to stop."""
     torch.set_num_threads(spec.threads)
     try:
         model = load_model(spec.config_name, seed=spec.seed, checkpoint=spec.checkpoint, device=spec.device)
     except Exception as error:  # noqa: BLE001 - the parent reports why the child could not start
-        events.send(("failed", f"{type(error).__name__}: {error}"))
+        events.send(FailedMessage(f"{type(error).__name__}: {error}"))
         return
     send_lock = threading.Lock()
-    pending: list[tuple] = []
+    pending: list[RequestUpdate] = []
 
     def flush(stats: StepStats | None = None) -> None:
         with send_lock:
-            batch = pending[:]
+            updates = pending[:]
             pending.clear()
-            events.send(("events", batch, stats, engine.queue_depth, engine.active, engine.ready))
+            events.send(EventsMessage(updates, stats, engine.queue_depth, engine.active, engine.ready))
 
     def sink(request: Request) -> Callable[[Event], None]:
         def on_event(event: Event) -> None:
             with send_lock:
-                pending.append((request.id, event.kind, event.token, event.reason, request.first_token_at,
-                                request.finished_at))
+                pending.append(RequestUpdate(request.id, event, request.first_token_at, request.finished_at))
             if event.kind != "token":
                 requests.pop(request.id, None)
                 flush()
         return on_event
 
     requests: dict[int, Request] = {}
-    engine = Engine(model, config, on_step=flush)
+    engine = EngineThread(model, config, on_step=flush)
     engine.start()
-    events.send(("ready", engine.max_context, model.config.vocab_size))
+    events.send(ReadyMessage(engine.max_context, engine.vocab_size))
     while True:
         if not commands.poll(0.1):
             if not engine.running:
@@ -561,21 +703,23 @@ def _engine_child(spec: ModelSpec, config: EngineConfig, commands, events) -> No
         try:
             command = commands.recv()
         except EOFError:
-            command = ("stop", 0.0)
-        if command[0] == "submit":
-            _, request_id, prompt, params = command
-            request = Request(prompt, params, lambda event: None, id=request_id)
+            command = StopCommand(0.0)
+        if isinstance(command, SubmitCommand):
+            request = Request(command.prompt, command.params, lambda event: None, id=command.request_id)
             request.on_event = sink(request)
-            requests[request_id] = request
+            requests[command.request_id] = request
             try:
                 engine.submit(request)
             except (ValueError, QueueFullError, EngineClosedError) as error:
                 request.on_event(Event("error", reason=str(error)))
-        elif command[0] == "cancel":
-            request = requests.get(command[1])
+        elif isinstance(command, CancelCommand):
+            request = requests.get(command.request_id)
             if request is not None:
                 engine.cancel(request)
-        else:
-            engine.stop(command[1])
+        elif isinstance(command, StopCommand):
+            engine.stop(command.drain_timeout)
             flush()
             return
+        else:
+            expected = ", ".join(kind.__name__ for kind in EngineCommand.__args__)
+            events.send(CommandRejected(repr(command)[:200], f"unknown command; expected one of {expected}"))

@@ -109,7 +109,7 @@ def prefill(model: Transformer, tokens: torch.Tensor, lengths: torch.Tensor) -> 
     """Run right-padded prompts (batch, seq) through the model, filling the cache from position 0.
 
     Returns the logits (batch, vocab) at each row's last prompt token: the distribution of the
-    first generated token.
+    first generated token. Attention reads only each row's prompt (``lengths``), not its padding.
     """
     if tokens.dim() != 2 or lengths.shape != (tokens.shape[0],):
         raise ValueError(f"tokens must be (batch, seq) and lengths (batch,), got {tuple(tokens.shape)} "
@@ -118,7 +118,7 @@ def prefill(model: Transformer, tokens: torch.Tensor, lengths: torch.Tensor) -> 
         raise ValueError(f"lengths must lie in [1, {tokens.shape[1]}], got {lengths.tolist()}")
     batch, seq = tokens.shape
     positions = torch.arange(seq, device=tokens.device).expand(batch, seq)
-    logits = model(tokens, positions, prefill_mask(lengths, seq, cache_length(model)))
+    logits = model(tokens, positions, prefill_mask(lengths, seq, cache_length(model)), lengths)
     return logits[torch.arange(batch, device=tokens.device), lengths - 1]
 
 
@@ -129,7 +129,7 @@ def decode_step(model: Transformer, tokens: torch.Tensor, positions: torch.Tenso
         raise ValueError(f"tokens and positions must both be (batch,), got {tuple(tokens.shape)} "
                          f"and {tuple(positions.shape)}")
     cache_len = cache_length(model)
-    logits = model(tokens.unsqueeze(1), positions.unsqueeze(1), decode_mask(positions, cache_len))
+    logits = model(tokens.unsqueeze(1), positions.unsqueeze(1), decode_mask(positions, cache_len), positions + 1)
     return logits[:, -1]
 
 

@@ -95,19 +95,21 @@ class Attention(nn.Module):
         self.cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                positions: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+                positions: torch.Tensor | None, mask: torch.Tensor | None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """With a cache, row b attends to (and the kernels read) only its first ``lengths[b]`` cache slots."""
         batch, seq, _ = x.shape
         q = apply_rope(self.wq(x).view(batch, seq, -1, self.head_dim), cos, sin).transpose(1, 2)
         k = apply_rope(self.wk(x).view(batch, seq, -1, self.head_dim), cos, sin).transpose(1, 2)
         v = self.wv(x).view(batch, seq, -1, self.head_dim).transpose(1, 2)
         if self.cache is not None:
-            if positions is None:
-                raise ValueError("a model with a KV cache needs input positions")
+            if positions is None or lengths is None:
+                raise ValueError("a model with a KV cache needs input positions and per-row lengths (batch,): "
+                                 "how many leading cache slots each row has filled after this forward")
             k, v = self.cache.update(positions, k, v)
         if self.cache is None:
             out = ops.attention(q, k, v, mask=mask, causal=mask is None and seq > 1)
         else:
-            lengths = (positions.amax(dim=-1) + 1).expand(batch)
             if seq == 1:
                 out = ops.decode_attention(q, k, v, mask=mask, lengths=lengths)
             else:
@@ -137,8 +139,12 @@ class TransformerBlock(nn.Module):
         self.feed_forward = FeedForward(config.dim, config.hidden_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = x + self.attention(self.attention_norm(x), cos, sin, positions, mask)
+                positions: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # lengths only with a cache (inference): the tensor-parallel wrappers in ai_system.parallel take
+        # exactly the five positional inputs and no keywords, and training never has a cache.
+        cached = {} if lengths is None else {"lengths": lengths}
+        h = x + self.attention(self.attention_norm(x), cos, sin, positions, mask, **cached)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -200,12 +206,15 @@ class Transformer(nn.Module):
             block.attention.cache = None
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for ``tokens`` (batch, seq), or the hidden state if this stage has no output head.
 
         Without a cache, attention is causal over ``tokens``. With a cache, ``positions`` ((seq,) or
-        (batch, seq)) says where the tokens go and the boolean ``mask`` (broadcastable to batch,
-        heads, seq, cache_len) says which cache entries each may attend to.
+        (batch, seq)) says where the tokens go, the boolean ``mask`` (broadcastable to batch, heads,
+        seq, cache_len) says which cache entries each may attend to, and ``lengths`` (int, (batch,))
+        says how many leading cache slots row b has filled once this forward has written its tokens:
+        the attention kernels read no slot past it. The caller knows which of its tokens are real
+        and which are padding, so the caller says; a padded row's length stops at its real tokens.
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         seq = h.shape[1]
@@ -216,7 +225,7 @@ class Transformer(nn.Module):
         if index.dim() == 1:
             cos, sin = cos.unsqueeze(0), sin.unsqueeze(0)
         for block in self.layers.values():
-            h = block(h, cos, sin, positions, mask)
+            h = block(h, cos, sin, positions, mask, lengths)
         if self.norm is not None:
             h = self.norm(h)
         return self.output(h) if self.output is not None else h

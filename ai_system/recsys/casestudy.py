@@ -20,7 +20,6 @@ import httpx
 import numpy as np
 import torch
 
-from ai_system.inference.server import ThreadedServer
 from ai_system.recsys.data import (
     N_DENSE,
     PlantedWorld,
@@ -46,6 +45,7 @@ from ai_system.recsys.training import (
     retrieval_quality,
     torch_threads,
 )
+from ai_system.serving.threaded import ThreadedServer
 
 DIM = 16
 RECALL_K = 10

@@ -84,3 +84,15 @@ def test_bad_prompts_and_lengths(model):
         pad_prompts([[1], []])
     with pytest.raises(ValueError, match="max_seq_len"):
         generate(model, [[1] * 120], SamplingParams(max_new_tokens=20))
+
+
+def test_a_cached_forward_needs_the_rows_lengths(model):
+    """The caller says how much of each cache row is filled; the model no longer guesses it from positions."""
+    model.setup_cache(2, 16)
+    try:
+        tokens, positions = torch.tensor([[1, 2], [3, 0]]), torch.tensor([[0, 1], [0, 15]])
+        with pytest.raises(ValueError, match="per-row lengths"):
+            model(tokens, positions)
+        assert model(tokens, positions, None, torch.tensor([2, 1])).shape == (2, 2, 256)
+    finally:
+        model.clear_cache()

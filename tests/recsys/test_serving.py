@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from ai_system.inference.server import ThreadedServer
 from ai_system.recsys.data import make_world
 from ai_system.recsys.embedded import EmbeddedStore
 from ai_system.recsys.models import TwoTower
@@ -15,6 +14,7 @@ from ai_system.recsys.redis_server import MISSING_REDIS, RedisServer, redis_avai
 from ai_system.recsys.redis_store import RedisStore
 from ai_system.recsys.serving import Recommender, create_app, measure_freshness
 from ai_system.recsys.store import EmbeddingStore
+from ai_system.serving.threaded import ThreadedServer
 
 DIM = 8
 

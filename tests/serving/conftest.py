@@ -17,8 +17,10 @@ import pytest
 import torch
 import uvicorn
 
-from ai_system.inference.engine import Engine, EngineConfig, Event, load_model
-from ai_system.inference.server import ThreadedServer, create_app
+from ai_system.data.tokenizer import ByteTokenizer
+from ai_system.inference.engine import EngineConfig, EngineThread, Event, load_model
+from ai_system.serving.server import create_app
+from ai_system.serving.threaded import ThreadedServer
 
 
 def slow_down(model: torch.nn.Module, seconds: float) -> torch.nn.Module:
@@ -53,7 +55,7 @@ class Recorder:
 @dataclass
 class RunningServer:
     url: str
-    engine: Engine
+    engine: EngineThread
     server: uvicorn.Server
     thread: threading.Thread
 
@@ -79,8 +81,9 @@ def running_server(engine_config: EngineConfig, step_delay_s: float = 0.0,
     model = load_model("debug", seed=0)
     if step_delay_s:
         slow_down(model, step_delay_s)
-    engine = Engine(model, engine_config)
-    http = ThreadedServer(create_app(engine, "debug", drain_timeout=drain_timeout), graceful_timeout_s=drain_timeout)
+    engine = EngineThread(model, engine_config)
+    app = create_app(engine, ByteTokenizer(), "debug", drain_timeout=drain_timeout)
+    http = ThreadedServer(app, graceful_timeout_s=drain_timeout)
     url = http.start(ready=lambda: engine.ready)
     running = RunningServer(url, engine, http.server, http.thread)
     try:

@@ -5,18 +5,20 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
+import ai_system.models.transformer as transformer_module
 from ai_system.inference.engine import (
-    Engine,
     EngineClosedError,
     EngineConfig,
+    EngineThread,
     Event,
     QueueFullError,
     Request,
     load_model,
 )
 from ai_system.inference.generate import SamplingParams, generate
-from ai_system.inference.loadgen import submit_and_wait
+from ai_system.serving.loadgen import submit_and_wait
 
 
 def wait_until_generating(request: Request) -> None:
@@ -29,13 +31,13 @@ def wait_until_generating(request: Request) -> None:
 
 @pytest.fixture
 def engine_factory(slow):
-    engines: list[Engine] = []
+    engines: list[EngineThread] = []
 
-    def make(step_delay_s: float = 0.0, **config: object) -> Engine:
+    def make(step_delay_s: float = 0.0, **config: object) -> EngineThread:
         model = load_model("debug", seed=0)
         if step_delay_s:
             slow(model, step_delay_s)
-        engine = Engine(model, EngineConfig(**config)).start()
+        engine = EngineThread(model, EngineConfig(**config)).start()
         engines.append(engine)
         return engine
 
@@ -61,7 +63,7 @@ def test_continuous_batching_matches_plain_generation(engine_factory, make_recor
 
 
 def test_long_generation_does_not_hold_up_a_short_one(make_recorder):
-    engine = Engine(load_model("debug"), EngineConfig(max_batch_size=2)).start()
+    engine = EngineThread(load_model("debug"), EngineConfig(max_batch_size=2)).start()
     try:
         long, short = make_recorder(), make_recorder()
         long_request = Request(list(b"long"), SamplingParams(max_new_tokens=100), long)
@@ -112,7 +114,7 @@ def test_full_queue_rejects_at_once(engine_factory, make_recorder):
 
 def test_stop_finishes_running_requests_and_rejects_queued_ones(slow, make_recorder):
     model = slow(load_model("debug"), 0.005)
-    engine = Engine(model, EngineConfig(max_batch_size=1)).start()
+    engine = EngineThread(model, EngineConfig(max_batch_size=1)).start()
     running, queued = make_recorder(), make_recorder()
     first = Request(list(b"run"), SamplingParams(max_new_tokens=10), running)
     engine.submit(first)
@@ -127,7 +129,7 @@ def test_stop_finishes_running_requests_and_rejects_queued_ones(slow, make_recor
 
 
 def test_stop_aborts_what_the_drain_timeout_cannot_finish(slow, make_recorder):
-    engine = Engine(slow(load_model("debug"), 0.01), EngineConfig(max_batch_size=1)).start()
+    engine = EngineThread(slow(load_model("debug"), 0.01), EngineConfig(max_batch_size=1)).start()
     recorder = make_recorder()
     request = Request(list(b"long"), SamplingParams(max_new_tokens=100), recorder)
     engine.submit(request)
@@ -176,7 +178,7 @@ def test_a_failing_model_errors_every_request_instead_of_hanging(make_recorder):
         raise RuntimeError("device lost")
 
     model.forward = broken_forward
-    engine = Engine(model, EngineConfig(max_batch_size=2)).start()
+    engine = EngineThread(model, EngineConfig(max_batch_size=2)).start()
     recorders = [make_recorder() for _ in range(3)]
     for recorder in recorders:
         engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=4), recorder))
@@ -203,3 +205,65 @@ def test_busy_engine_admits_arrivals_together_without_pausing_decode(engine_fact
     prefills = [step.prefill_tokens for step in steps if step.prefill_tokens]
     assert prefills == [4, 9]
     assert running.on_event.final.reason == "length"
+
+
+class RecordingOps:
+    """Stands in for the transformer's ``ops`` module and keeps the ``lengths`` every attention call got."""
+
+    def __init__(self, ops: object) -> None:
+        self._ops = ops
+        self.lengths: list[list[int]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ops, name)
+
+    def attention(self, *args: object, lengths: torch.Tensor | None = None, **kwargs: object) -> torch.Tensor:
+        self.lengths.append(lengths.tolist())
+        return self._ops.attention(*args, lengths=lengths, **kwargs)
+
+    def decode_attention(self, *args: object, lengths: torch.Tensor | None = None, **kwargs: object) -> torch.Tensor:
+        self.lengths.append(lengths.tolist())
+        return self._ops.decode_attention(*args, lengths=lengths, **kwargs)
+
+
+def test_mixed_prefill_and_decode_attend_to_each_rows_real_length(monkeypatch, make_recorder):
+    """A row's length is its filled cache prefix, not the cache length its padding reaches, so the
+    attention kernels stop there for every row of a mixed prefill + decode iteration; the tokens stay
+    those of generate()."""
+    model = load_model("debug", seed=0)
+    cache_len = model.config.max_seq_len
+    forwards: list[tuple[torch.Tensor, torch.Tensor]] = []
+    forward = model.forward
+
+    def recording_forward(tokens, positions, mask, lengths):
+        forwards.append((positions.clone(), lengths.clone()))
+        return forward(tokens, positions, mask, lengths)
+
+    model.forward = recording_forward
+    ops = RecordingOps(transformer_module.ops)
+    monkeypatch.setattr(transformer_module, "ops", ops)
+    engine = EngineThread(model, EngineConfig(max_batch_size=2, prefill_chunk=8, max_queue_delay_ms=0)).start()
+    try:
+        decoding = Request(list(b"first"), SamplingParams(max_new_tokens=30), make_recorder())
+        engine.submit(decoding)
+        wait_until_generating(decoding)
+        joining = Request(list(b"a prompt of 3 chunks!"), SamplingParams(max_new_tokens=5), make_recorder())
+        engine.submit(joining)
+        assert decoding.on_event.final.reason == "length" and joining.on_event.final.reason == "length"
+    finally:
+        engine.stop()
+
+    mixed = 0
+    for positions, lengths in forwards:
+        real = positions != cache_len - 1
+        expected = [int(row[keep].max()) + 1 if keep.any() else 1 for row, keep in zip(positions, real, strict=True)]
+        assert lengths.tolist() == expected
+        counts = real.sum(dim=1).tolist()
+        mixed += 1 in counts and any(count > 1 for count in counts)
+    assert mixed >= 2, "the run never fed a prompt chunk and a decode token in one iteration"
+    assert max(max(lengths) for lengths in ops.lengths) < cache_len
+    per_forward = [lengths.tolist() for _, lengths in forwards for _ in range(model.config.n_layers)]
+    assert ops.lengths == per_forward
+    reference = load_model("debug", seed=0)
+    for request in (decoding, joining):
+        assert request.generated == generate(reference, [request.prompt], request.params)[0]

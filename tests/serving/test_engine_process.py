@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import time
 
 import pytest
 
 from ai_system.inference.engine import (
+    Engine,
     EngineClosedError,
     EngineConfig,
     EngineProcess,
+    EngineThread,
     Event,
     ModelSpec,
     QueueFullError,
@@ -87,3 +91,23 @@ def test_a_child_that_dies_fails_its_requests_instead_of_hanging_them(make_recor
     with pytest.raises(EngineClosedError):
         process.submit(Request(list(b"late"), SamplingParams(max_new_tokens=1), make_recorder()))
     process.stop(drain_timeout=1)
+
+
+def test_an_unknown_command_is_reported_back_and_changes_nothing(engine, make_recorder, caplog):
+    """The old tuple form of "stop" is not a command any more: the child says so and keeps serving."""
+    with caplog.at_level(logging.ERROR, logger="ai_system.inference.engine"):
+        engine._commands.send(("stop", 0.0))  # noqa: SLF001 - a message no parent of this version sends
+        deadline = time.monotonic() + 30
+        while not (reports := [r.getMessage() for r in caplog.records if "unknown command" in r.getMessage()]):
+            assert time.monotonic() < deadline, "the child did not report the unknown command"
+            time.sleep(0.01)
+    assert "('stop', 0.0)" in reports[0]
+    assert engine.ready
+    end = make_recorder()
+    engine.submit(Request(list(b"still here"), SamplingParams(max_new_tokens=2), end))
+    assert end.final.reason == "length"
+
+
+def test_both_engines_implement_the_engine_protocol():
+    assert isinstance(EngineThread(load_model("debug")), Engine)
+    assert isinstance(EngineProcess(ModelSpec("debug")), Engine)

@@ -9,17 +9,9 @@ import statistics
 import pytest
 
 from ai_system.cli import main
-from ai_system.inference.engine import Engine, EngineConfig, load_model
+from ai_system.inference.engine import EngineConfig, EngineThread, load_model
 from ai_system.inference.generate import SamplingParams
-from ai_system.inference.loadgen import (
-    LoadReport,
-    RequestRecord,
-    arrival_times,
-    open_loop,
-    parse_mlperf_summary,
-    run_mlperf,
-    submit_and_wait,
-)
+from ai_system.serving.loadgen import LoadReport, RequestRecord, arrival_times, open_loop, submit_and_wait
 
 
 @pytest.mark.parametrize(("burstiness", "cv"), [(1.0, 1.0), (0.25, 2.0), (4.0, 0.5)])
@@ -70,7 +62,7 @@ def test_open_loop_without_streaming_counts_tokens_from_usage(server):
 
 
 def test_offline_submission_returns_every_request_complete():
-    engine = Engine(load_model("debug"), EngineConfig(max_batch_size=4, max_queue_size=32)).start()
+    engine = EngineThread(load_model("debug"), EngineConfig(max_batch_size=4, max_queue_size=32)).start()
     try:
         requests = submit_and_wait(engine, [list(b"abc")] * 10, SamplingParams(max_new_tokens=3))
     finally:
@@ -78,48 +70,7 @@ def test_offline_submission_returns_every_request_complete():
     assert [len(r.generated) for r in requests] == [3] * 10
 
 
-SUMMARY = """================================================
-MLPerf Results Summary
-================================================
-Scenario : Server
-Completed samples per second    : 105.87
-Result is : VALID
-99.00 percentile latency (ns)   : 43075529
-"""
-
-
-def test_parse_mlperf_summary():
-    result = parse_mlperf_summary("Server", SUMMARY)
-    assert result.valid and result.samples_per_second == 105.87 and result.latency_p99_ns == 43075529
-    with pytest.raises(ValueError, match="not a LoadGen summary"):
-        parse_mlperf_summary("Server", "nothing here")
-
-
-def test_mlperf_offline_run_on_the_engine(tmp_path):
-    engine = Engine(load_model("debug"), EngineConfig(max_batch_size=8, max_queue_size=4096)).start()
-    try:
-        result = run_mlperf(engine, "Offline", list(b"prompt"), max_tokens=2, target_qps=20.0,
-                            min_duration_s=0.2, min_query_count=16, output_dir=str(tmp_path))
-    finally:
-        engine.stop()
-    assert result.scenario == "Offline" and result.samples_per_second > 0
-    assert (tmp_path / "mlperf_log_detail.txt").exists()
-    with pytest.raises(ValueError, match="scenario"):
-        run_mlperf(engine, "SingleStream", [1], 1, 1.0)
-
-
 def test_loadtest_command_prints_the_report(server, capsys):
     assert main(["loadtest", "--url", server.url, "--rate", "50", "--count", "10", "--max-tokens", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["completed"] == 10 and report["failed"] == 0 and report["offered_qps"] == 50
-
-
-def test_mlperf_samples_the_engine_rejects_end_the_run_with_an_error(tmp_path):
-    """A queue too small for the scenario: LoadGen still hears of every sample, then the run fails loudly."""
-    engine = Engine(load_model("debug"), EngineConfig(max_batch_size=2, max_queue_size=4)).start()
-    try:
-        with pytest.raises(RuntimeError, match="rejected"):
-            run_mlperf(engine, "Offline", list(b"prompt"), max_tokens=2, target_qps=20.0,
-                       min_duration_s=0.2, min_query_count=64, output_dir=str(tmp_path))
-    finally:
-        engine.stop()

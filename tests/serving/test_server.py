@@ -14,8 +14,10 @@ import time
 import httpx
 import pytest
 
+from ai_system.data.tokenizer import ByteTokenizer
 from ai_system.inference.engine import load_model
 from ai_system.inference.generate import SamplingParams, generate
+from ai_system.models.pretrained import save_pretrained
 
 
 def wait_for(condition, timeout_s: float = 10.0) -> None:
@@ -163,14 +165,17 @@ def test_metrics_are_prometheus_text(server):
         assert series in response.text, series
 
 
-def test_serve_command_serves_and_exits_cleanly_on_sigterm():
-    """The engine in a child process behind HTTP. uvicorn drains, runs the lifespan shutdown (which
-    stops the child), then re-raises SIGTERM, so -SIGTERM is a clean exit."""
+def test_serve_command_serves_a_checkpoint_and_exits_cleanly_on_sigterm(tmp_path):
+    """A checkpoint directory, loaded by the engine in a child process behind HTTP. uvicorn drains,
+    runs the lifespan shutdown (which stops the child), then re-raises SIGTERM, so -SIGTERM is a
+    clean exit."""
+    model = load_model("debug", seed=3)
+    checkpoint = save_pretrained(tmp_path / "debug-trained", model.config, model.state_dict(), ByteTokenizer())
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "ai_system.cli", "serve", "--port", str(port), "--max-batch-size", "4",
-               "--engine", "process", "--log-level", "info"]
+    command = [sys.executable, "-m", "ai_system.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
+               "--max-batch-size", "4", "--engine", "process", "--log-level", "info"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -184,8 +189,10 @@ def test_serve_command_serves_and_exits_cleanly_on_sigterm():
                 return False
 
         wait_for(ready, timeout_s=60)
-        answer = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 3}, timeout=30)
-        assert answer.json()["usage"]["completion_tokens"] == 3
+        answer = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 3}, timeout=30).json()
+        assert answer["model"] == "debug-trained"
+        expected = generate(model, [list(b"hi")], SamplingParams(max_new_tokens=3))[0]
+        assert answer["choices"][0]["text"] == ByteTokenizer().decode(expected)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
         log = process.stdout.read().decode()

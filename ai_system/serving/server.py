@@ -1,7 +1,8 @@
 """The HTTP model server: OpenAI-style ``/v1/completions`` over the dynamic-batching engine.
 
-FastAPI on uvicorn. Tokens are UTF-8 bytes (vocab 256), so any text is a valid prompt and the
-model's output bytes are decoded incrementally, invalid sequences replaced. Every failure is an
+FastAPI on uvicorn. The model's tokenizer turns the prompt into ids and the output back into text
+(byte-level, so any text is a valid prompt); a stream is decoded incrementally, so no event holds
+half a character, and bytes that are not UTF-8 become U+FFFD. Every failure is an
 immediate 4xx/5xx with an OpenAI-shaped ``{"error": {...}}`` body: bad input 400, a full queue 429,
 a server that is starting or shutting down 503. A client that disconnects cancels its request, which
 frees its KV-cache slot at the engine's next iteration.
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import codecs
 import json
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,11 +34,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai_system.data.tokenizer import Tokenizer, tokenizer_for_vocab
 from ai_system.inference.engine import (
     Engine,
     EngineClosedError,
     EngineConfig,
     EngineProcess,
+    EngineThread,
     Event,
     ModelSpec,
     QueueFullError,
@@ -45,7 +49,8 @@ from ai_system.inference.engine import (
     load_model,
 )
 from ai_system.inference.generate import SamplingParams
-from ai_system.models.config import MODEL_CONFIGS
+from ai_system.models.config import MODEL_CONFIGS, get_config
+from ai_system.models.pretrained import inspect_pretrained
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TOKEN_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
@@ -68,7 +73,7 @@ class CompletionRequest(BaseModel):
 class ServingMetrics:
     """Prometheus series for one server, in its own registry so several servers can share a process."""
 
-    def __init__(self, engine: Engine | EngineProcess) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()
         self.latency = Histogram("aisys_request_latency_seconds", "End-to-end latency of successful requests",
                                  ["stream"], buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -127,8 +132,10 @@ async def _wait_for_disconnect(http_request: HTTPRequest) -> None:
         pass
 
 
-def create_app(engine: Engine | EngineProcess, model_name: str = "debug", drain_timeout: float = 10.0) -> FastAPI:
-    """The ASGI app. Its lifespan starts the engine (if needed) and drains it on shutdown."""
+def create_app(engine: Engine, tokenizer: Tokenizer, model_name: str = "debug",
+               drain_timeout: float = 10.0) -> FastAPI:
+    """The ASGI app. Its lifespan starts the engine (if needed), checks that the tokenizer covers the
+    model's vocabulary, and drains the engine on shutdown."""
     metrics = ServingMetrics(engine)
     engine.on_step = metrics.observe_step
 
@@ -136,6 +143,10 @@ def create_app(engine: Engine | EngineProcess, model_name: str = "debug", drain_
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if not engine.running:
             await asyncio.to_thread(engine.start)
+        if engine.vocab_size != tokenizer.vocab_size:
+            await asyncio.to_thread(engine.stop, 0.0)
+            raise ValueError(f"the {tokenizer.kind} tokenizer's vocabulary ({tokenizer.vocab_size}) differs from "
+                             f"the model's ({engine.vocab_size})")
         yield
         await asyncio.to_thread(engine.stop, drain_timeout)
 
@@ -181,12 +192,12 @@ def create_app(engine: Engine | EngineProcess, model_name: str = "debug", drain_
             return error_response(400, "invalid_request_error",
                                   f"model {body.model!r} is not served here; it serves {model_name!r}",
                                   "model")
-        prompt = list(body.prompt.encode("utf-8"))
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
         try:
+            prompt = tokenizer.encode(body.prompt)
             params = SamplingParams(max_new_tokens=body.max_tokens, temperature=body.temperature,
-                                    top_p=body.top_p, seed=body.seed)
+                                    top_p=body.top_p, seed=body.seed, stop_token=tokenizer.eos_id)
             request = Request(prompt, params,
                               lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
             engine.submit(request)
@@ -220,7 +231,7 @@ def create_app(engine: Engine | EngineProcess, model_name: str = "debug", drain_
             metrics.errors.labels(kind="engine_error").inc()
             return error_response(503, "unavailable_error", final.reason)
         metrics.observe_success(request, started, stream=False)
-        text = bytes(request.generated).decode("utf-8", errors="replace")
+        text = tokenizer.decode(request.generated)
         body = _completion_body(request, model_name, text, final.reason)
         body["usage"] = {"prompt_tokens": len(request.prompt), "completion_tokens": len(request.generated),
                          "total_tokens": len(request.prompt) + len(request.generated)}
@@ -228,7 +239,7 @@ def create_app(engine: Engine | EngineProcess, model_name: str = "debug", drain_
 
     async def _stream(request: Request, events: asyncio.Queue[Event], started: float) -> AsyncIterator[str]:
         """One SSE event per token; tokens that queued up while the client was slow leave in one write."""
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        decoder = tokenizer.stream_decoder()
         head, tail = json.dumps(_completion_body(request, model_name, "\0", None)).split('"\\u0000"')
         finished = False
         try:
@@ -236,7 +247,7 @@ def create_app(engine: Engine | EngineProcess, model_name: str = "debug", drain_
                 batch = [await events.get()]
                 while not events.empty():
                     batch.append(events.get_nowait())
-                out = "".join(f"data: {head}{json.dumps(decoder.decode(bytes([event.token])))}{tail}\n\n"
+                out = "".join(f"data: {head}{json.dumps(decoder.feed(event.token))}{tail}\n\n"
                               for event in batch if event.kind == "token")
                 last = batch[-1]
                 if last.kind == "token":
@@ -249,7 +260,7 @@ def create_app(engine: Engine | EngineProcess, model_name: str = "debug", drain_
                     yield f"{out}data: {json.dumps({'error': error})}\n\n"
                     return
                 metrics.observe_success(request, started, stream=True)
-                final = _completion_body(request, model_name, decoder.decode(b"", final=True), last.reason)
+                final = _completion_body(request, model_name, decoder.flush(), last.reason)
                 yield f"{out}data: {json.dumps(final)}\n\ndata: [DONE]\n\n"
                 return
         finally:
@@ -268,61 +279,49 @@ async def _collect(events: asyncio.Queue[Event]) -> Event:
             return event
 
 
-class ThreadedServer:
-    """uvicorn serving ``app`` on loopback from a background thread, for tests, benchmarks and case studies.
-
-    Port 0 takes a free port; ``url`` is set once ``start`` returns. ``ready`` lets the caller wait
-    for more than the socket, such as an engine that is still loading its model.
-    """
-
-    def __init__(self, app: FastAPI, port: int = 0, graceful_timeout_s: float | None = None) -> None:
-        options = {} if graceful_timeout_s is None else {"timeout_graceful_shutdown": max(1, round(graceful_timeout_s))}
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    access_log=False, **options))
-        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
-        self.url = ""
-
-    def start(self, timeout_s: float = 30.0, ready: Callable[[], bool] = lambda: True) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not (self.server.started and ready()):
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start within {timeout_s} s")
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-        return self.url
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout_s)
-
-    def __enter__(self) -> ThreadedServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def build_engine(spec: ModelSpec, engine_config: EngineConfig | None = None, in_process: bool = False
-                 ) -> Engine | EngineProcess:
+def build_engine(spec: ModelSpec, engine_config: EngineConfig | None = None, in_process: bool = False) -> Engine:
     """The engine in a thread of this process (``in_process``) or in a child process."""
     if not in_process:
         return EngineProcess(spec, engine_config)
     torch.set_num_threads(spec.threads)
-    return Engine(load_model(spec.config_name, seed=spec.seed, checkpoint=spec.checkpoint, device=spec.device),
-                  engine_config)
+    return EngineThread(load_model(spec.config_name, seed=spec.seed, checkpoint=spec.checkpoint, device=spec.device),
+                        engine_config)
+
+
+def served_model(args: argparse.Namespace) -> tuple[ModelSpec, Tokenizer, str]:
+    """What ``serve`` runs: the model to build, its tokenizer and the name it answers to.
+
+    A checkpoint's config, tokenizer and weights header are read here; random weights of a
+    large-vocabulary config get the corpus BPE of that size (trained once, then cached).
+    """
+    if args.checkpoint is not None:
+        if args.config is not None:
+            raise ValueError(f"--config {args.config} is for random weights; a checkpoint's shape comes from "
+                             f"{Path(args.checkpoint) / 'config.json'}")
+        info = inspect_pretrained(args.checkpoint)
+        spec = ModelSpec(seed=args.seed, checkpoint=args.checkpoint, device=args.device, threads=args.threads)
+        return spec, info.tokenizer, Path(args.checkpoint).resolve().name
+    config_name = args.config or "debug"
+    spec = ModelSpec(config_name, args.seed, None, args.device, args.threads)
+    return spec, tokenizer_for_vocab(get_config(config_name).vocab_size), config_name
 
 
 def serve(args: argparse.Namespace) -> int:
-    """``ai-system serve``: load the model, start the engine, serve until SIGINT/SIGTERM."""
-    engine_config = EngineConfig(max_batch_size=args.max_batch_size, max_queue_size=args.max_queue_size,
-                                 max_queue_delay_ms=args.max_queue_delay_ms, prefill_chunk=args.prefill_chunk,
-                                 seed=args.seed)
-    spec = ModelSpec(args.config, args.seed, args.checkpoint, args.device, args.threads)
-    engine = build_engine(spec, engine_config, in_process=args.engine == "thread")
-    app = create_app(engine, args.config, args.drain_timeout)
+    """``ai-system serve``: load the model, start the engine, serve until SIGINT/SIGTERM.
+
+    The engine starts before HTTP does, so a checkpoint that does not load ends the command with
+    its reason (exit 2) instead of a server that never becomes ready.
+    """
+    try:
+        engine_config = EngineConfig(max_batch_size=args.max_batch_size, max_queue_size=args.max_queue_size,
+                                     max_queue_delay_ms=args.max_queue_delay_ms, prefill_chunk=args.prefill_chunk,
+                                     seed=args.seed)
+        spec, tokenizer, model_name = served_model(args)
+        engine = build_engine(spec, engine_config, in_process=args.engine == "thread").start()
+    except (OSError, RuntimeError, ValueError) as error:
+        print(f"ai-system serve: {error}", file=sys.stderr)
+        return 2
+    app = create_app(engine, tokenizer, model_name, args.drain_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=max(1, round(args.drain_timeout)))
     return 0
@@ -331,9 +330,10 @@ def serve(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("serve", help="serve the transformer over HTTP with dynamic batching",
                                    description=serve.__doc__)
-    parser.add_argument("--config", default="debug", choices=sorted(MODEL_CONFIGS),
-                        help="model shape (random weights from --seed unless --checkpoint is given)")
-    parser.add_argument("--checkpoint", default=None, help="a state_dict saved with torch.save")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a model-only checkpoint directory (config.json, model.safetensors, tokenizer)")
+    parser.add_argument("--config", default=None, choices=sorted(MODEL_CONFIGS),
+                        help="model shape for random weights from --seed (default debug; not with --checkpoint)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cpu or cuda")
     parser.add_argument("--host", default="127.0.0.1")
