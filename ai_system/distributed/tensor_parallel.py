@@ -29,8 +29,8 @@ from torch.distributed.tensor.parallel import (
 
 from ai_system.models.transformer import Transformer
 
-ATTENTION_ARGS = 5
-"""Attention.forward takes (x, cos, sin, positions, mask); only x changes layout."""
+ATTENTION_ARGS = 6
+"""Attention.forward takes (x, cos, sin, positions, mask, lengths); only x changes layout."""
 
 
 def block_plan(sequence_parallel: bool) -> dict[str, ParallelStyle]:

@@ -7,9 +7,9 @@ counts are inferred from tensor shapes (``view(..., -1, head_dim)``) so tensor p
 shard the projections without the module knowing.
 
 The math runs through ``ai_system.ops``: Triton kernels for inference on CUDA, the
-plain-torch references whenever autograd is recording (training) or on the CPU. With a cache, a
-row's tokens attend to cache slots up to the row's highest position only, so the kernels skip the
-unfilled rest of the cache.
+plain-torch references whenever autograd is recording (training) or on the CPU. With a cache, the
+caller says how many leading cache slots each row has filled (``lengths``), so the kernels skip
+the unfilled rest of the cache.
 """
 
 from __future__ import annotations
@@ -141,10 +141,7 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 positions: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> torch.Tensor:
-        # lengths only with a cache (inference): the tensor-parallel wrappers in ai_system.parallel take
-        # exactly the five positional inputs and no keywords, and training never has a cache.
-        cached = {} if lengths is None else {"lengths": lengths}
-        h = x + self.attention(self.attention_norm(x), cos, sin, positions, mask, **cached)
+        h = x + self.attention(self.attention_norm(x), cos, sin, positions, mask, lengths)
         return h + self.feed_forward(self.ffn_norm(h))
 
 

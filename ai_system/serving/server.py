@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from ai_system import ops
 from ai_system.data.tokenizer import Tokenizer, tokenizer_for_vocab
 from ai_system.inference.engine import (
     Engine,
@@ -321,6 +322,8 @@ def serve(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError, ValueError) as error:
         print(f"ai-system serve: {error}", file=sys.stderr)
         return 2
+    for op, path in ops.dispatch_table(args.device, torch.float32).items():
+        print(f"ai-system serve: {op}: {path}", file=sys.stderr)
     app = create_app(engine, tokenizer, model_name, args.drain_timeout)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=max(1, round(args.drain_timeout)))

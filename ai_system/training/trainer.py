@@ -28,7 +28,8 @@ from torch.distributed.tensor import DTensor
 
 from ai_system.bench.peaks import best_rate, matmul_workload
 from ai_system.data.loader import ShardedBatches
-from ai_system.data.sources import ByteCorpus, SequenceSource, SyntheticTokens
+from ai_system.data.sources import BYTE_VOCAB_SIZE, ByteCorpus, SequenceSource, SyntheticTokens, TokenizedCorpus
+from ai_system.data.tokenizer import tokenizer_for_vocab
 from ai_system.distributed.launch import Runtime, init_runtime, shutdown
 from ai_system.distributed.parallelize import parallelize, set_gradient_sync, unwrapped_name
 from ai_system.distributed.pipeline import build_schedule, rank_stage_indices, stage_module
@@ -37,6 +38,7 @@ from ai_system.models.config import ModelConfig
 from ai_system.models.transformer import Transformer
 from ai_system.training.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
 from ai_system.training.config import TrainConfig
+from ai_system.training.export import export_checkpoint
 from ai_system.training.metrics import MetricsLog, StepMetrics, mfu, peak_memory_bytes
 from ai_system.training.schedule import warmup_cosine_scheduler
 
@@ -57,9 +59,13 @@ class TrainResult:
 
 
 def build_source(config: TrainConfig) -> SequenceSource:
-    if config.dataset == "stdlib":
+    """The stdlib corpus in the model's vocabulary (bytes for 256, else the corpus BPE), or random tokens."""
+    vocab_size = config.model_config().vocab_size
+    if config.dataset == "synthetic":
+        return SyntheticTokens(config.seq_len, vocab_size=vocab_size, seed=config.seed)
+    if vocab_size == BYTE_VOCAB_SIZE:
         return ByteCorpus.stdlib(config.seq_len)
-    return SyntheticTokens(config.seq_len, vocab_size=config.model_config().vocab_size, seed=config.seed)
+    return TokenizedCorpus.stdlib(config.seq_len, tokenizer_for_vocab(vocab_size))
 
 
 def resolve_resume(config: TrainConfig) -> Path | None:
@@ -306,8 +312,6 @@ def run_training(config: TrainConfig, runtime: Runtime, mesh: DeviceMesh | None)
                                                     runtime, meta_out, config.keep_checkpoints)
                 log.event("checkpoint", step=step, path=str(result.checkpoint))
         if config.export_dir is not None and result.checkpoint is not None and runtime.is_main:
-            from ai_system.training.export import export_checkpoint
-
             result.export = export_checkpoint(result.checkpoint, Path(config.export_dir))
             log.event("export", step=config.steps, path=str(result.export))
         log.event("done", step=config.steps, loss=result.losses[-1] if result.steps else None)
