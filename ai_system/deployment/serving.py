@@ -1,0 +1,137 @@
+"""The model server fleet: a Deployment of ``ai-system serve`` replicas (one GPU each), its Service, and
+a HorizontalPodAutoscaler that scales on the servers' own queue depth.
+
+How the autoscaler decides: every replica exports ``aisys_queue_depth`` (requests waiting for a
+KV-cache slot); Prometheus scrapes it and the Prometheus Adapter serves it on the custom metrics
+API as a per-pod metric. The HPA (autoscaling/v2) computes, per metric, ``desired = ceil(current
+replicas x current average / target)`` and takes the largest: queue depth against
+``target_queue_depth`` per replica, and CPU utilization against 70% as the fallback that still works
+when the custom metrics pipeline is down (the HPA then scales up on CPU alone and does not scale
+down). Scaling up is immediate; scaling down waits five minutes of lower demand and sheds at most
+10% of replicas a minute, so a burst does not make the fleet oscillate. A waiting queue is the
+leading signal: latency rises only after requests have started to wait.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ai_system.architecture.blueprint import DistributedAISystem
+from ai_system.deployment.pods import (
+    APP_ENV,
+    gpu_placement,
+    labels,
+    metadata,
+    pod_disruption_budget,
+    pod_spec,
+    selector,
+    share_of_node,
+)
+from ai_system.deployment.training import SHARED_MOUNT, export_dir
+
+COMPONENT = "serving"
+PORT = 8000
+DRAIN_TIMEOUT_S = 20
+CPU_FALLBACK_UTILIZATION = 70
+QUEUE_METRIC = "aisys_queue_depth"
+
+
+def server_name(system: DistributedAISystem) -> str:
+    return f"{system.name}-serve"
+
+
+def server_command(system: DistributedAISystem) -> list[str]:
+    serving = system.serving
+    assert serving is not None
+    weights = ["--checkpoint", export_dir(system)] if serving.weights == "training-export" else \
+        ["--config", serving.model]
+    return ["ai-system", "serve", *weights, "--device", "cuda", "--host", "0.0.0.0", "--port", str(PORT),
+            "--max-batch-size", str(serving.max_batch_size), "--max-queue-size", str(serving.max_queue_size),
+            "--drain-timeout", str(DRAIN_TIMEOUT_S)]
+
+
+def _server_pod(system: DistributedAISystem) -> dict[str, Any]:
+    serving = system.serving
+    assert serving is not None
+    probe = {"periodSeconds": 10, "timeoutSeconds": 5}
+    container = {
+        "name": "server", "image": system.image, "command": server_command(system), "env": list(APP_ENV),
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "startupProbe": {"httpGet": {"path": "/healthz", "port": "http"}, **probe, "failureThreshold": 60},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, **probe, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5,
+                           "timeoutSeconds": 5, "failureThreshold": 2},
+        "resources": share_of_node(system, 1),
+    }
+    volumes: list[dict[str, Any]] = []
+    init: list[dict[str, Any]] = []
+    if serving.weights == "training-export":
+        container["volumeMounts"] = [{"name": "shared", "mountPath": SHARED_MOUNT, "readOnly": True}]
+        volumes.append({"name": "shared", "persistentVolumeClaim": {"claimName": f"{system.name}-shared",
+                                                                     "readOnly": True}})
+        config = f"{export_dir(system)}/config.json"
+        init.append({"name": "wait-for-export", "image": system.image, "command": [
+            "sh", "-c", f"until [ -f {config} ]; do echo 'waiting for the training export {config}'; sleep 60; done"],
+            "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT, "readOnly": True}],
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}})
+    return pod_spec([container], volumes, initContainers=init, terminationGracePeriodSeconds=DRAIN_TIMEOUT_S + 10,
+                    **gpu_placement(system, "inference"))
+
+
+def autoscaler(system: DistributedAISystem) -> dict[str, Any]:
+    serving = system.serving
+    assert serving is not None
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(system, server_name(system), COMPONENT),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": server_name(system)},
+            "minReplicas": system.min_replicas, "maxReplicas": system.max_replicas,
+            "metrics": [
+                {"type": "Pods", "pods": {"metric": {"name": QUEUE_METRIC},
+                                          "target": {"type": "AverageValue",
+                                                     "averageValue": f"{serving.target_queue_depth:g}"}}},
+                {"type": "Resource", "resource": {"name": "cpu", "target": {
+                    "type": "Utilization", "averageUtilization": CPU_FALLBACK_UTILIZATION}}},
+            ],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 30},
+                                         {"type": "Pods", "value": 4, "periodSeconds": 30}]},
+                "scaleDown": {"stabilizationWindowSeconds": 300, "selectPolicy": "Min",
+                              "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}]},
+            },
+        },
+    }
+
+
+def serving_manifests(system: DistributedAISystem, autoscaling: bool) -> list[dict[str, Any]]:
+    """Deployment, Service, PodDisruptionBudget and (with ``autoscaling``) the HPA; without it the fleet
+    runs ``max_replicas`` replicas."""
+    name = server_name(system)
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(system, COMPONENT)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {"metadata": {"labels": labels(system, COMPONENT)}, "spec": _server_pod(system)},
+    }
+    if not autoscaling:
+        spec = {"replicas": system.max_replicas, **spec}
+    documents = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(system, name, COMPONENT), "spec": spec},
+        {"apiVersion": "v1", "kind": "Service", "metadata": metadata(system, name, COMPONENT),
+         "spec": {"selector": selector(system, COMPONENT),
+                  "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]}},
+        pod_disruption_budget(system, name, COMPONENT, max_unavailable="25%"),
+    ]
+    return documents + ([autoscaler(system)] if autoscaling else [])
+
+
+def adapter_rules() -> dict[str, Any]:
+    """Prometheus Adapter configuration that serves ``aisys_queue_depth`` per pod on the custom metrics API
+    (the adapter's ``--config`` file, or its Helm chart's ``rules.custom``)."""
+    return {"rules": [{
+        "seriesQuery": f'{QUEUE_METRIC}{{namespace!="",pod!=""}}',
+        "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+        "name": {"matches": f"^{QUEUE_METRIC}$", "as": QUEUE_METRIC},
+        "metricsQuery": "sum(avg_over_time(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)",
+    }]}
