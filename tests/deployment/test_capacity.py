@@ -76,7 +76,8 @@ def test_kv_store_capacity_from_the_recommender_measurements(tmp_path):
     rate = Metric(name="sizing_redis_rows_per_s_per_shard", value=0.5, unit="Mrows/s", better="higher",
                   area="recommender", scale="rows of dim 64")
     nodes = Metric(name="sizing_1b_redis_nodes", value=18, unit="nodes", better="lower", area="recommender",
-                   scale="1B users", kind="projected", projection=Projection(model="sizing", inputs={"memory_headroom": 0.5}))
+                   scale="1B users", kind="projected",
+                   projection=Projection(model="sizing", inputs={"memory_headroom": 0.5}))
     summary = DistributedAISystem.from_yaml(BLUEPRINTS / "recommender.yaml").capacity_summary(
         _results(tmp_path, None, [row, rate, nodes]))
     assert summary.figure("kv_store_rows").value == 9 * 64 * 2**30 * 0.5 / 400.0

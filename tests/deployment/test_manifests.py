@@ -140,7 +140,8 @@ def test_training_runs_the_planned_train_command_under_torchrun():
         assert set(plan.train_arguments) <= set(command[4:])
         assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "4"
         sidecar = spec["initContainers"][0]
-        assert sidecar["restartPolicy"] == "Always" and sidecar["command"][:3] == ["ai-system", "deploy", "train-exporter"]
+        assert sidecar["restartPolicy"] == "Always"
+        assert sidecar["command"][:3] == ["ai-system", "deploy", "train-exporter"]
 
 
 def test_indexed_job_sets_torchrun_environment_from_the_completion_index():
@@ -197,7 +198,8 @@ def test_kv_store_is_a_statefulset_with_volumes_and_a_cluster_bootstrap():
 
 
 def test_network_policies_deny_by_default_and_open_only_what_is_needed():
-    policies = {name.split("/")[1]: doc["spec"] for name, doc in _rendered().items() if name.startswith("NetworkPolicy")}
+    policies = {name.split("/")[1]: doc["spec"] for name, doc in _rendered().items()
+                if name.startswith("NetworkPolicy/")}
     deny = policies["ai-system-default-deny"]
     assert deny["podSelector"] == {} and deny["ingress"] == [] and deny["egress"] == []
     assert policies["ai-system-serving"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8000}]}]
