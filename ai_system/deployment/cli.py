@@ -6,6 +6,7 @@
     ai-system deploy apply architectures/quickstart.yaml [--dry-run server]
     ai-system deploy examples                                       # regenerate deployment/{kubernetes,monitoring}/
     ai-system deploy train-exporter --log-file train.jsonl --port 9401
+    ai-system deploy dashboard-snapshot --out docs/assets/monitoring/dashboard.png  # needs prometheus
 
 Bad input prints one line and exits 2.
 """
@@ -70,6 +71,10 @@ def _run(args: argparse.Namespace) -> int:
         _deployment(args).deploy(args.out, apply=True, dry_run=args.dry_run)
     elif command == "examples":
         print(f"wrote {len(write_examples())} files under {EXAMPLES}/{{{','.join(EXAMPLE_FOLDERS)}}}/")
+    elif command == "dashboard-snapshot":
+        from ai_system.deployment.snapshot import run
+
+        return run(args)
     else:
         return exporter.run(args)
     return 0
@@ -116,4 +121,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sidecar.add_argument("--log-file", required=True, help="the trainer's --log-file")
     sidecar.add_argument("--host", default="127.0.0.1")
     sidecar.add_argument("--port", type=int, default=exporter.EXPORTER_PORT)
+    picture = commands.add_parser("dashboard-snapshot", help="serve, scrape with a local Prometheus, load, and draw "
+                                                             "the dashboard's serving panels from the scraped data")
+    picture.add_argument("--out", required=True, help="PNG file")
+    picture.add_argument("--seconds", type=float, default=20.0, help="seconds of load at each of the rates")
     parser.set_defaults(func=run_command)

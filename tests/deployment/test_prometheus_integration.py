@@ -12,6 +12,7 @@ from ai_system.architecture import DistributedAISystem
 from ai_system.data.tokenizer import ByteTokenizer
 from ai_system.deployment.local_prometheus import LocalPrometheus
 from ai_system.deployment.monitoring import dashboard, dashboard_queries
+from ai_system.deployment.snapshot import plot_dashboard
 from ai_system.inference.engine import EngineConfig, EngineThread, load_model
 from ai_system.serving.loadgen import open_loop
 from ai_system.serving.server import create_app
@@ -34,13 +35,14 @@ def _wait_for(prometheus: LocalPrometheus, expr: str, timeout_s: float = 60.0) -
     raise AssertionError(f"no data for {expr!r} within {timeout_s} s; targets: {prometheus.targets()}")
 
 
-def test_prometheus_scrapes_the_server_and_evaluates_the_rules():
+def test_prometheus_scrapes_the_server_and_evaluates_the_rules(tmp_path):
     engine = EngineThread(load_model("debug", seed=0), EngineConfig(max_batch_size=8, max_queue_size=256))
     server = ThreadedServer(create_app(engine, ByteTokenizer(), "debug"))
     url = server.start(ready=lambda: engine.ready)
     try:
         with LocalPrometheus(SYSTEM, {"serving": [url.removeprefix("http://")]}) as prometheus:
             _wait_for(prometheus, 'up{job="serving"} == 1')
+            start = time.time()
             for _ in range(3):
                 report = open_loop(url, rate=20.0, count=40, prompt="def main():\n", max_tokens=8)
                 assert report.failed == 0
@@ -54,5 +56,7 @@ def test_prometheus_scrapes_the_server_and_evaluates_the_rules():
             p99_panel = next(e for e in answered if e.startswith("histogram_quantile(0.99") and "latency" in e)
             assert answered[p99_panel], "the dashboard's p99 latency panel has no data"
             assert answered['sum(aisys_queue_depth{job="serving"})']
+            drawn = plot_dashboard(dashboard(SYSTEM), prometheus, start, time.time(), tmp_path / "board.png", "test")
+            assert {"Request latency", "Requests per second"} <= set(drawn) and (tmp_path / "board.png").stat().st_size
     finally:
         server.stop()
