@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ai_system.architecture.capacity import plan_training
+
 if TYPE_CHECKING:
     from ai_system.architecture.blueprint import DistributedAISystem
 
 
 def mermaid(system: DistributedAISystem) -> str:
     gpus = f"{system.gpu_per_node} x {system.gpu_model}"
-    lines = ["graph LR", f'  subgraph ns["namespace {system.namespace}"]']
+    lines = ["graph TB", f'  subgraph ns["namespace {system.namespace}"]']
     edges = []
     if system.training is not None:
         training = system.training
-        layout = training.layout.label() if training.layout else "planned layout"
+        try:
+            layout = plan_training(training, system.training_gpus, system.gpu_model, system.gpu_per_node).layout.label()
+        except ValueError:
+            layout = "no layout fits"
         lines += [f'    subgraph train["training pool: {system.training_nodes} nodes x {gpus}"]',
                   f'      trainer["torchrun x {system.training_nodes} pods<br/>ai-system train --model {training.model}'
                   f'<br/>{layout}"]',

@@ -82,7 +82,7 @@ def test_yaml_errors_name_the_file(tmp_path):
 
 def test_diagram_draws_every_component():
     diagram = DistributedAISystem(**QUICK_START).diagram()
-    assert diagram.startswith("graph LR")
+    assert diagram.startswith("graph TB")
     for piece in ("training pool: 4 nodes x 4 x H100-SXM", "ai-system serve x 8..32", "Redis Cluster: 3 shard(s)",
                   "policy fgd-pack", "Prometheus", "shared -- model export --> server"):
         assert piece in diagram

@@ -17,7 +17,7 @@ import yaml
 
 from ai_system.architecture import DistributedAISystem, plan_training
 from ai_system.deployment import KUBERNETES_VERSION, KubernetesDeployment
-from ai_system.deployment.cli import EXAMPLE_FOLDERS, EXAMPLES, example_texts
+from ai_system.deployment.cli import DIAGRAM_PAGE, EXAMPLE_FOLDERS, EXAMPLES, example_texts, with_diagram
 from ai_system.resources.manifests import scheduler_extender_config
 from ai_system.resources.trace import load_tasks
 from ai_system.training.cli import parse_config
@@ -249,3 +249,8 @@ def test_checked_in_examples_are_what_render_produces():
                for path in (EXAMPLES / folder).rglob("*") if path.is_file()}
     stale = sorted(set(on_disk) ^ set(expected)) + sorted(k for k in expected if on_disk.get(k) != expected[k])
     assert not stale, f"regenerate with `ai-system deploy examples`: {stale[:10]}"
+
+
+def test_the_docs_draw_the_quickstart_topology():
+    page = DIAGRAM_PAGE.read_text()
+    assert page == with_diagram(page, QUICK_START.diagram()), "regenerate with `ai-system deploy examples`"
