@@ -17,7 +17,6 @@ loopback targets, as the integration test and the docs screenshot run them).
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -275,20 +274,21 @@ def dashboard_queries(board: dict[str, Any]) -> list[str]:
 
 
 def prometheus_manifests(system: DistributedAISystem) -> list[dict[str, Any]]:
-    """Prometheus in the namespace (RBAC for discovery, configuration and rules, a volume for the TSDB),
+    """Prometheus in the namespace (read access to pods for discovery here and in the DCGM exporter's
+    namespace, which may not exist yet, hence cluster-wide; configuration and rules; a volume for the TSDB),
     and the dashboard as a ConfigMap that Grafana's dashboard sidecar loads (label ``grafana_dashboard``)."""
     name = f"{system.name}-{PROMETHEUS}"
     meta = metadata(system, name, PROMETHEUS)
     read = [{"apiGroups": [""], "resources": ["pods", "services", "endpoints"], "verbs": ["get", "list", "watch"]}]
     account = {"kind": "ServiceAccount", "name": name, "namespace": system.namespace}
-    documents: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}]
-    for namespace in (system.namespace, DCGM_NAMESPACE):
-        role_meta = {**copy.deepcopy(meta), "namespace": namespace}
-        documents += [
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": role_meta, "rules": read},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": role_meta,
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}, "subjects": [account]},
-        ]
+    cluster_meta = {"name": name, "labels": meta["labels"]}
+    documents: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": cluster_meta, "rules": read},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": cluster_meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [account]},
+    ]
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
               "data": {"prometheus.yml": yaml_text(prometheus_config(system)),
                        "alerts.yml": yaml_text(rules(system))}}

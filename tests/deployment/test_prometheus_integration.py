@@ -18,9 +18,10 @@ from ai_system.serving.loadgen import open_loop
 from ai_system.serving.server import create_app
 from ai_system.serving.threaded import ThreadedServer
 
-pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
-                                reason="needs the prometheus binary (Debian package 'prometheus'; "
-                                       "scripts/system-deps.sh installs it)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("prometheus") is None,
+                                 reason="needs the prometheus binary (Debian package 'prometheus'; "
+                                        "scripts/system-deps.sh installs it)")]
 SYSTEM = DistributedAISystem(training_nodes=0, inference_nodes=1, gpu_per_node=1, training=None, kv_store=None,
                              serving={"model": "debug", "weights": "random"})
 
