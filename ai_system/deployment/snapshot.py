@@ -28,7 +28,7 @@ from ai_system.serving.threaded import ThreadedServer
 
 SERVING_ONLY = DistributedAISystem(training_nodes=0, inference_nodes=1, gpu_per_node=1, training=None, kv_store=None,
                                    scheduler_policy=None, serving={"model": "debug", "weights": "random"})
-RATES = (5.0, 20.0, 60.0, 150.0, 60.0, 10.0)
+RATES = (2.0, 5.0, 10.0, 20.0, 40.0, 10.0, 2.0)
 UNIT_SCALE = {"s": (1e3, "ms"), "percent": (1.0, "%"), "reqps": (1.0, "req/s"), "bytes": (1.0, "bytes")}
 
 

@@ -74,7 +74,8 @@ def test_every_core_manifest_passes_kubernetes_validate_strict():
     core = [(where, doc) for where, doc in DOCUMENTS if (doc["apiVersion"], doc["kind"]) not in CRDS]
     assert {doc["kind"] for _, doc in core} >= {"Namespace", "Deployment", "Service", "HorizontalPodAutoscaler",
                                                 "StatefulSet", "Job", "PersistentVolumeClaim", "PodDisruptionBudget",
-                                                "NetworkPolicy", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+                                                "NetworkPolicy", "ConfigMap", "ServiceAccount", "ClusterRole",
+                                                "ClusterRoleBinding"}
     for where, document in core:
         try:
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
