@@ -285,8 +285,8 @@ class DistributedAISystem:
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> DistributedAISystem:
-        """Read a blueprint from a YAML file (a ``Path``, or a string naming an existing file) or YAML text."""
-        is_file = isinstance(source, Path) or ("\n" not in source and Path(source).is_file())
+        """Read a blueprint from a YAML file (a ``Path``, or a one-line string ending in .yaml/.yml) or YAML text."""
+        is_file = isinstance(source, Path) or ("\n" not in source and source.endswith((".yaml", ".yml")))
         where = str(source) if is_file else "YAML text"
         try:
             data = yaml.safe_load(Path(source).read_text() if is_file else source)

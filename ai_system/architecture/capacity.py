@@ -176,7 +176,7 @@ def _serving_figures(system: DistributedAISystem, results: Results) -> tuple[lis
     assert serving is not None
     at_slo = [row for row in results.rows if row.metric.name == "serving_max_qps_at_slo"]
     family = system.gpu_model.split("-")[0]
-    on_gpu = [row for row in at_slo if family in str(row.run.hardware.get("gpu") or "")]
+    on_gpu = [row for row in at_slo if family in str((row.run.hardware.get("gpu") or {}).get("name", ""))]
     newest = _newest(on_gpu or at_slo)
     if newest is None:
         return [], ["no serving_max_qps_at_slo in the results: run `pytest benchmarks/test_serving_latency.py` "

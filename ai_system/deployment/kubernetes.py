@@ -149,8 +149,8 @@ class KubernetesDeployment:
         apply = reachable if apply is None else apply
         launcher = self._launcher_in_cluster() if apply and self.launcher == "auto" else self.launcher
         rendered = self.render(launcher)
-        if target.exists():
-            shutil.rmtree(target / "kubernetes", ignore_errors=True)
+        for folder in ("kubernetes", "monitoring"):
+            shutil.rmtree(target / folder, ignore_errors=True)
         rendered.write(target)
         manifests = target / "kubernetes"
         summary = (f"ai-system: wrote {len(rendered.documents())} Kubernetes objects for {self.system.name!r} to "

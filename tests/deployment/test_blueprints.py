@@ -95,3 +95,6 @@ def test_the_deploy_command_prints_one_line_on_bad_input(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "gpu_per_node must be an integer >= 1, got 0" in error
     assert main(["deploy", "capacity", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: [Errno 2] No such file" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="missing.yaml: .*No such file"):
+        DistributedAISystem.from_yaml(str(tmp_path / "missing.yaml"))

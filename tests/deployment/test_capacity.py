@@ -14,8 +14,10 @@ BLUEPRINTS = Path(__file__).parents[2] / "architectures"
 
 
 def _results(folder: Path, gpu: str | None, metrics: list[Metric]) -> Path:
-    hardware = {"cpu_model": "Test CPU", "cpu_cores": 8, "ram_gib": 64.0, "gpu": gpu, "python": "3.11",
-                "torch": "2.11.0", "triton": None, "torch_threads": 8}
+    """A results file as the benchmark harness writes it, with ``gpu`` as the name of its GPU (None: no GPU)."""
+    gpus = {"name": gpu, "count": 1, "memory_gib": 79.2, "capability": "9.0", "driver": None, "cuda": "12.8"}
+    hardware = {"cpu_model": "Test CPU", "cpu_cores": 8, "ram_gib": 64.0, "gpu": gpus if gpu else None,
+                "python": "3.11", "torch": "2.11.0", "triton": None, "torch_threads": 8}
     data = {"datetime": "2026-11-27T09:00:00", "commit_info": {"id": "abcdef1234", "dirty": False},
             "benchmarks": [{"fullname": "benchmarks/test_x.py::test_x", "stats": {},
                             "extra_info": {"metrics": [metric.to_dict() for metric in metrics]}}],
