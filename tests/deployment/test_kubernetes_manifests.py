@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ai_system.architecture import DistributedAISystem, plan_training
+from ai_system.cli import build_parser
 from ai_system.deployment import KUBERNETES_VERSION, KubernetesDeployment
 from ai_system.deployment.cli import DIAGRAM_PAGE, EXAMPLE_FOLDERS, EXAMPLES, example_texts, with_diagram
 from ai_system.resources.manifests import scheduler_extender_config
@@ -143,6 +144,25 @@ def test_training_runs_the_planned_train_command_under_torchrun():
         sidecar = spec["initContainers"][0]
         assert sidecar["restartPolicy"] == "Always"
         assert sidecar["command"][:3] == ["ai-system", "deploy", "train-exporter"]
+
+
+def test_every_project_command_in_a_pod_parses_with_the_projects_cli():
+    """A renamed or removed flag of ``ai-system serve``/``train``/... breaks here, not in a cluster."""
+    commands = {}
+    for where, doc in DOCUMENTS:
+        for spec in _pod_specs(doc):
+            for container in spec["containers"] + spec.get("initContainers", []):
+                line = container.get("command", []) + container.get("args", [])
+                if line[:1] == ["ai-system"]:
+                    commands[tuple(line[1:])] = where
+                elif line[:3] == ["torchrun", "-m", "ai_system.cli"]:
+                    commands[tuple(line[3:])] = where
+    assert {line[0] for line in commands} == {"serve", "train", "schedule", "deploy"}
+    for line, where in commands.items():
+        try:
+            build_parser(line[0]).parse_args(list(line))
+        except SystemExit:
+            raise AssertionError(f"{where}: ai-system {' '.join(line)} does not parse") from None
 
 
 def test_indexed_job_sets_torchrun_environment_from_the_completion_index():
