@@ -160,13 +160,13 @@ class KubernetesDeployment:
             message = "\n".join([summary, f"  not applied: {why}", *self._how_to(manifests)])
             print(message)
             return DeployResult(target, False, dry_run, message)
-        self._check_cluster_apis()
+        notes = self._check_cluster_apis(target)
         command = [self.kubectl, "apply", "-f", str(manifests)] + ([f"--dry-run={dry_run}"] if dry_run else [])
         done = self._kubectl(command[1:], timeout=300)
         if done.returncode:
             raise DeploymentError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
         verb = f"validated by the API server (--dry-run={dry_run}), nothing persisted" if dry_run else "applied"
-        message = f"{summary}\n  {verb}: {' '.join(command)}\n{done.stdout.strip()}"
+        message = "\n".join([summary, f"  {verb}: {' '.join(command)}", done.stdout.strip(), *notes])
         print(message)
         return DeployResult(target, True, dry_run, message)
 
@@ -178,6 +178,10 @@ class KubernetesDeployment:
                 lines.append(f"    kubectl label node <{count} {pool} nodes> {POOL_LABEL}={pool} "
                              f"{NODE_MODEL_LABELS[0]}={system.gpu_model}")
         lines.append(f"    kubectl apply -f {manifests}")
+        if system.kueue and system.training is not None:
+            lines.append("  the cluster needs Kueue installed first, or set kueue: false in the blueprint")
+        if self.autoscaling and system.serving is not None:
+            lines.append(self._adapter_note(manifests.parent))
         if system.training is not None:
             lines.append(f"  with the Kubeflow training operator, apply "
                          f"{manifests}/alternatives/30-training-pytorchjob.yaml instead of 30-training.yaml")
@@ -213,7 +217,12 @@ class KubernetesDeployment:
     def _launcher_in_cluster(self) -> str:
         return "pytorchjob" if "kubeflow.org" in self._served_groups() else "job"
 
-    def _check_cluster_apis(self) -> None:
+    def _adapter_note(self, target: Path) -> str:
+        return (f"  the autoscaler's queue-depth metric needs the Prometheus Adapter with the rules in "
+                f"{target / 'monitoring' / 'prometheus-adapter.yaml'}; without it the HPA scales on CPU alone")
+
+    def _check_cluster_apis(self, target: Path) -> list[str]:
+        """Raise for an API the manifests cannot do without; return notes for ones they degrade without."""
         groups = self._served_groups()
         needed = {}
         if self.system.kueue and self.system.training is not None:
@@ -223,3 +232,6 @@ class KubernetesDeployment:
         missing = [why for group, why in needed.items() if group not in groups]
         if missing:
             raise DeploymentError("; ".join(missing))
+        if self.autoscaling and self.system.serving is not None and "custom.metrics.k8s.io" not in groups:
+            return [self._adapter_note(target)]
+        return []

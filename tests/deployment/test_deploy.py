@@ -41,6 +41,9 @@ def test_without_a_cluster_it_writes_and_says_how_to_apply(tmp_path, capsys, mon
     printed = capsys.readouterr().out
     assert "no 'kubectl' on PATH" in printed and f"kubectl apply -f {tmp_path / 'out' / 'kubernetes'}" in printed
     assert "ai-system.io/pool=training" in printed
+    assert "needs Kueue installed" in printed
+    adapter_rules = tmp_path / "out" / "monitoring" / "prometheus-adapter.yaml"
+    assert f"Prometheus Adapter with the rules in {adapter_rules}" in printed and adapter_rules.is_file()
 
 
 def test_default_folder_is_under_the_working_directory(tmp_path, monkeypatch):
@@ -59,6 +62,14 @@ def test_with_a_cluster_it_applies_with_server_dry_run(tmp_path):
     assert f"apply -f {tmp_path / 'out' / 'kubernetes'} --dry-run=server" in calls
     training = (tmp_path / "out" / "kubernetes" / "30-training.yaml").read_text()
     assert "kind: PyTorchJob" in training, "auto picks the operator the cluster serves"
+    assert "needs the Prometheus Adapter" in result.message, "the cluster serves no custom metrics API"
+
+
+def test_a_cluster_with_custom_metrics_gets_no_adapter_note(tmp_path):
+    kubectl, _ = _kubectl(tmp_path, groups="kueue.x-k8s.io/v1beta2\\ncustom.metrics.k8s.io/v1beta2\\n")
+    result = KubernetesDeployment(SYSTEM, kubectl=kubectl).deploy(tmp_path / "out")
+    assert result.applied and result.dry_run is None and "Prometheus Adapter" not in result.message
+    assert "kind: Job" in (tmp_path / "out" / "kubernetes" / "30-training.yaml").read_text()
 
 
 def test_missing_kueue_is_a_clear_error(tmp_path):
