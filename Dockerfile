@@ -6,13 +6,14 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 ARG VARIANT=cpu
 
+# TORCH_VERSION: the torch the tests run (the Makefile's TORCH_SPEC).
 FROM ${PYTHON_IMAGE} AS torch-cpu
-ARG TORCH_VERSION=2.11.0
+ARG TORCH_VERSION=2.13.0
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
 
 FROM ${PYTHON_IMAGE} AS torch-cuda
-ARG TORCH_VERSION=2.11.0
+ARG TORCH_VERSION=2.13.0
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir "torch==${TORCH_VERSION}"
 

@@ -35,5 +35,7 @@ def test_the_image_is_multi_stage_non_root_with_cpu_and_cuda_variants():
     assert re.search(r"^USER 10001:10001$", final, flags=re.M)
     assert "COPY --from=build /opt/venv /opt/venv" in final
     assert "download.pytorch.org/whl/cpu" in text.split("AS torch-cuda")[0]
+    tested = re.search(r"^TORCH_SPEC \?= torch==(\S+)$", (ROOT / "Makefile").read_text(), flags=re.M).group(1)
+    assert set(re.findall(r"^ARG TORCH_VERSION=(\S+)$", text, flags=re.M)) == {tested}, "not the tested torch"
     variant = DistributedAISystem().image.split(":")[1]
     assert f"torch-{variant}" in stages, f"the blueprint's default image tag {variant!r} names no variant"
