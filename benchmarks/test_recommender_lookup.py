@@ -17,7 +17,6 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from redis.cluster import ClusterNode, RedisCluster
 
 from ai_system.recsys.embedded import EmbeddedStore
 from ai_system.recsys.redis_server import (
@@ -27,7 +26,7 @@ from ai_system.recsys.redis_server import (
     redis_cluster,
     redis_node,
 )
-from ai_system.recsys.redis_store import RedisStore, row_dtype
+from ai_system.recsys.redis_store import RedisStore, connect_cluster, row_dtype
 from ai_system.recsys.store import EmbeddingStore
 
 DIM = 64
@@ -108,7 +107,7 @@ def test_lookup_redis(benchmark, record, profile, tmp_path, topology):
         with redis_cluster(tmp_path) as servers:
             limits["redis_benchmark_get"] = redis_benchmark_get_rate(servers[0].port, rows, requests, ROW_BYTES,
                                                                      cluster=True)
-            client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", s.port) for s in servers])
+            client = connect_cluster([("127.0.0.1", s.port) for s in servers])
             for node in client.get_primaries():
                 client.flushall(target_nodes=node)
             measure_store(benchmark, record, RedisStore(client, DIM), "redis_cluster", rows, batch, rounds,

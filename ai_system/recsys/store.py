@@ -21,14 +21,15 @@ import torch
 HASH_SLOTS = 16384
 ADAGRAD_EPS = 1e-8
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-CANONICAL_ID = re.compile(r"-?(0|[1-9][0-9]*)", re.ASCII)
+CANONICAL_ID = re.compile(r"0|-?[1-9][0-9]*", re.ASCII)
 UPDATE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
 
 IdsLike = torch.Tensor | np.ndarray | Sequence[int]
 
 
 class StoreUnavailableError(RuntimeError):
-    """The backing server cannot be reached; the failed call was not acknowledged (rows stay whole).
+    """The store cannot take the call now (server unreachable or hung, update log unwritable); the call
+    was not acknowledged, and each row it touched is whole, old or new.
 
     It may still land when the server resumes. ``update_id`` names the gradient update it carried, if
     any: calling ``apply_gradients`` again with that id applies the update at most once.
@@ -60,7 +61,7 @@ def parse_id(text: str) -> int:
     """An id written as text (a URL path, a CLI argument), accepted only in its exact decimal form.
 
     ``int()`` and pydantic forgive ``" 5"``, ``"+5"``, ``"05"``, ``"5.0"`` and ``"5_0"``; two spellings of
-    one id would be two cache keys upstream and one row here, so only ``-?(0|[1-9][0-9]*)`` within
+    one id would be two cache keys upstream and one row here, so only ``0|-?[1-9][0-9]*`` within
     int64 is an id.
     """
     if not CANONICAL_ID.fullmatch(text):
@@ -201,7 +202,7 @@ class EmbeddingStore(ABC):
         if not len(array):
             return 0
         unique, summed = sum_duplicates(array, values)
-        return self._apply(unique, summed, lr, update_id or uuid.uuid4().hex)
+        return self._apply(unique, summed, lr, update_id=update_id or uuid.uuid4().hex)
 
     @abstractmethod
     def nbytes(self) -> int:

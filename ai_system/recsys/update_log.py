@@ -141,7 +141,8 @@ class UpdateLog:
         self._syncer: threading.Thread | None = None
 
     def _path(self, kind: str, generation: int) -> Path:
-        return self.directory / (f"snapshot-{generation:08d}.npz" if kind == "snapshot" else f"log-{generation:08d}.bin")
+        name = f"snapshot-{generation:08d}.npz" if kind == "snapshot" else f"log-{generation:08d}.bin"
+        return self.directory / name
 
     def _generations(self, kind: str) -> list[int]:
         pattern = "snapshot-*.npz" if kind == "snapshot" else "log-*.bin"
