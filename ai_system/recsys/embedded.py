@@ -285,7 +285,7 @@ class EmbeddedStore(EmbeddingStore):
     def _write(self, ids: np.ndarray, rows: np.ndarray, accum: np.ndarray) -> None:
         route = Routing(ids, self.n_shards)
         with self._locked(range(self.n_shards)):
-            self._log(encode_record(PUT, self.dim, ids, accum, rows))
+            self._log(PUT, ids, accum, rows)
             self._assign(route, rows, accum)
         self._commit()
         self.rows_written += len(ids)
@@ -310,7 +310,7 @@ class EmbeddedStore(EmbeddingStore):
             index = index[present]
             rows, accum, finite = rowwise_adagrad(self.rows[index], self.accum[index], grads[present], lr)
             index, rows, accum = index[finite], rows[finite], accum[finite]
-            self._log(encode_record(PUT, self.dim, ids[present][finite], accum, rows))
+            self._log(PUT, ids[present][finite], accum, rows)
             self.rows[index], self.accum[index] = rows, accum
             self.written_at[index] = self.clock()
         self._commit()
@@ -333,9 +333,11 @@ class EmbeddedStore(EmbeddingStore):
         for values in (self.rows, self.accum, self.written_at):
             values[base:base + len(keep)] = values[base + keep]
 
-    def _log(self, record: bytes) -> None:
+    def _log(self, op: int, ids: np.ndarray, accum: np.ndarray | None = None, rows: np.ndarray | None = None) -> None:
+        """Append the write to the update log, if durable (called with the written shards locked, before
+        memory changes, so a failed append leaves the store as it was)."""
         if self.log is not None:
-            self.log.append(record)
+            self.log.append(encode_record(op, self.dim, ids, accum, rows))
 
     def _commit(self) -> None:
         """Make the call's record durable per the fsync policy, and fold the log into a snapshot when due."""
@@ -382,7 +384,7 @@ class EmbeddedStore(EmbeddingStore):
                 if len(keep) == size:
                     continue
                 gone = np.setdiff1d(np.arange(size), keep, assume_unique=True)
-                self._log(encode_record(DELETE, self.dim, self.table.ids[s][gone]))
+                self._log(DELETE, self.table.ids[s][gone])
                 evicted += size - len(keep)
                 self._compact_shard(s, keep)
         self._commit()
