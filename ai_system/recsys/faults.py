@@ -247,6 +247,7 @@ def retried_update_steps(server: RedisServer, store: RedisStore, timeout_s: floa
     finally:
         store._apply_once = send
         server.resume()
+    time.sleep(0.2)  # the resumed server runs what its sockets buffered; a new connection could overtake it
     landed = adagrad_steps(before, store.get(ids).numpy(), grads) == 1
     store.apply_gradients(ids, grads, lr=0.1, update_id=update_id)
     return landed, adagrad_steps(before, store.get(ids).numpy(), grads)

@@ -131,6 +131,7 @@ class UpdateLog:
             self._guard.close()
             raise RuntimeError(f"store directory {self.directory} is open in another process; one writer at a "
                                "time keeps the log in order") from None
+        self._directory_fd = os.open(self.directory, os.O_RDONLY)  # fsync-ed so new and renamed names last
         self._lock = threading.Lock()
         self._fd = -1
         self.generation = 0
@@ -184,7 +185,7 @@ class UpdateLog:
     def _open(self, generation: int) -> None:
         self._fd = os.open(self._path("log", generation), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.written = self.synced = os.fstat(self._fd).st_size
-        _sync_directory(self.directory)
+        os.fsync(self._directory_fd)
 
     def append(self, record: bytes) -> None:
         """Write one record (under the store's shard locks, so the log order is the memory order)."""
@@ -271,7 +272,7 @@ class UpdateLog:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-        _sync_directory(self.directory)
+        os.fsync(self._directory_fd)
         self._remove_older_than(generation)
 
     def _remove_older_than(self, generation: int) -> None:
@@ -292,13 +293,5 @@ class UpdateLog:
                 os.close(self._fd)
                 self._fd = -1
         if not self._guard.closed:
+            os.close(self._directory_fd)
             self._guard.close()
-
-
-def _sync_directory(directory: Path) -> None:
-    """fsync a directory, so a created or renamed file's name is durable too."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
