@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.retry import Retry
 
 from ai_system.recsys.store import (
@@ -73,6 +73,18 @@ def connect_cluster(nodes: list[tuple[str, int]], timeout_s: float = DEFAULT_TIM
     """``connect`` for Redis Cluster: the same timeouts on every node, no retries."""
     return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in nodes], socket_timeout=timeout_s,
                         socket_connect_timeout=timeout_s, retry=no_retries())
+
+
+def execute_once(pipe: redis.client.Pipeline | ClusterPipeline) -> list[Any]:
+    """Send a pipeline once. A cluster pipeline would resend every command that failed on a connection
+    error one at a time, each with its own timeout (24 s for one read against a hung master at a 1 s
+    timeout), so it runs without redirections: a failure raises, and the caller may retry the call."""
+    if not isinstance(pipe, ClusterPipeline):
+        return pipe.execute()
+    try:
+        return pipe.send_cluster_commands(pipe._execution_strategy.command_queue, allow_redirections=False)
+    finally:
+        pipe.reset()
 
 
 def client_timeout(client: redis.Redis | RedisCluster) -> float:
@@ -190,13 +202,13 @@ class RedisStore(EmbeddingStore):
         pipe = self.client.pipeline(transaction=False)
         for start, end in itertools.pairwise(bounds):
             pipe.execute_command("MGET", *keys[start:end])
-        return order, list(itertools.chain.from_iterable(pipe.execute()))
+        return order, list(itertools.chain.from_iterable(execute_once(pipe)))
 
     def _store(self, ids: np.ndarray, rows: np.ndarray, accum: np.ndarray, only_new: bool = False) -> None:
         pipe = self.client.pipeline(transaction=False)
         for key, value in zip(self.keys(ids), encode_rows(rows, accum), strict=True):
             pipe.set(key, value, px=self.ttl_ms, nx=only_new)
-        pipe.execute()
+        execute_once(pipe)
 
     def _fetch(self, ids: np.ndarray, create: bool) -> tuple[np.ndarray, np.ndarray]:
         order, values = self._read(ids)
@@ -252,7 +264,7 @@ class RedisStore(EmbeddingStore):
             dedup = b"%s:{%d}:applied:%s" % (self.table, buckets[order[start]], update_id.encode())
             pipe.execute_command("EVAL", APPLY_ONCE, 1 + end - start, dedup, *keys[start:end],
                                  self.dedup_ttl_ms, self.ttl_ms or 0, *values[start:end])
-        applied = pipe.execute()
+        applied = execute_once(pipe)
         return sum(end - start for (start, end), done in zip(itertools.pairwise(bounds), applied, strict=True)
                    if done)
 

@@ -5,6 +5,7 @@ has its test here."""
 from __future__ import annotations
 
 import errno
+import time
 
 import numpy as np
 import pytest
@@ -50,6 +51,38 @@ def test_cluster_with_a_dead_master_fails_fast_with_a_clear_error(tmp_path):
         servers[1].kill()
         with pytest.raises(StoreUnavailableError, match=f"unreachable .*{servers[1].port}"):
             store.get(ids)
+        client.close()
+
+
+@needs_redis
+def test_hung_cluster_master_fails_a_call_within_the_timeout_and_recovers(tmp_path):
+    """redis-py's cluster pipeline would resend each failed command one at a time, each with its own
+    timeout (24 s here for one read at a 1 s timeout); the store sends a pipeline once. A connection
+    that fails also makes redis-py refresh the slot map from a startup node, which may be the hung one:
+    at most two timeouts."""
+    with redis_cluster(tmp_path) as servers:
+        client = connect_cluster([("127.0.0.1", s.port) for s in servers], timeout_s=1.0)
+        store = RedisStore(client, 4, table="hung")
+        ids = np.arange(2000)
+        store.get(ids)
+        servers[1].pause()
+        try:
+            for call in (lambda: store.get(ids), lambda: store.apply_gradients(ids, np.ones((2000, 4)), lr=0.1)):
+                start = time.perf_counter()
+                with pytest.raises(StoreUnavailableError, match="hung"):
+                    call()
+                assert time.perf_counter() - start < 2.5
+        finally:
+            servers[1].resume()
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert store.get(ids).shape == (2000, 4)
+                break
+            except StoreUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         client.close()
 
 
