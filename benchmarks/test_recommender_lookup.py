@@ -176,6 +176,7 @@ def test_lookup_torchrec_embedding_bag_collection(benchmark, record, profile):
     missing = torchrec_missing()
     if missing:
         pytest.fail(missing)
+    import torchrec
     from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 
     rows, batch = profile.pick(quick=200_000, full=2_000_000), profile.pick(quick=8192, full=16384)
@@ -189,8 +190,6 @@ def test_lookup_torchrec_embedding_bag_collection(benchmark, record, profile):
 
     with torch.no_grad(), torch_threads(1):
         lookup_s, gather_s = paired_with_gather(benchmark, collection, rows, batch, rounds, prepare=features)
-    import torchrec
-
     record_vs_gather(record, "torchrec_ebc", lookup_s, gather_s, batch,
                      f"{rows:,} rows × {DIM} float32, batches of {batch}",
                      {"backend": "torchrec", "rows": rows, "dim": DIM, "batch": batch},
