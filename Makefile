@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PROFILE ?= quick
 INSTALLED := $(VENV)/.installed
+PEERS := $(VENV)/.peers
 
-.PHONY: install bench test report docs docs-serve system-deps lint clean
+.PHONY: install peers bench test report docs docs-serve system-deps lint clean
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +18,21 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-bench: install
+# The benchmarks' peers (TorchRec on FBGEMM), pinned per torch minor in benchmarks/peers/torch-X.Y.txt and
+# installed without dependency resolution, so they never replace torch; a peer that does not import, or a
+# torch with no pinned set, fails here, loudly.
+$(PEERS): $(wildcard benchmarks/peers/*.txt) $(INSTALLED)
+	@torch_before=$$($(BIN)/python -c "import torch; print(torch.__version__)"); \
+	pins=benchmarks/peers/torch-$$(echo $$torch_before | cut -d. -f1,2).txt; \
+	test -f $$pins || { echo "peers: no pinned peer set for torch $$torch_before: add $$pins"; exit 1; }; \
+	$(BIN)/pip install -q --no-deps -r $$pins && \
+	test "$$($(BIN)/python -c 'import torch; print(torch.__version__)')" = "$$torch_before" && \
+	$(BIN)/python -c "import fbgemm_gpu, torchrec; print('peers: torchrec', torchrec.__version__, 'fbgemm_gpu', fbgemm_gpu.__version__)"
+	@touch $@
+
+peers: $(PEERS)
+
+bench: install peers
 	$(BIN)/pytest benchmarks/ --profile $(PROFILE)
 	$(MAKE) docs
 

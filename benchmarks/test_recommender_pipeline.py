@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from ai_system.bench.metrics import Projection
+from ai_system.bench.metrics import Baseline, Projection
 from ai_system.recsys.casestudy import (
     RECALL_K,
     held_out_quality,
@@ -48,10 +48,11 @@ def test_train_two_tower(benchmark, record, profile, backend):
            area=AREA, scale=scale, params=params,
            description="offline two-tower steps (full-softmax, rows read and written through the store), 1 thread")
     record(name=f"recall_at_{RECALL_K}_{backend}_vs_ground_truth", value=quality.ratio, unit="ratio",
-           better="higher", area=AREA, scale=scale,
-           params={**params, "recall": round(quality.recall, 4), "truth_recall": round(quality.truth_recall, 4)},
-           description=f"held-out recall@{RECALL_K} of the trained model over that of the generating factors "
-                       "(goal ≥ 0.95)")
+           better="higher", area=AREA, scale=scale, params=params, goal=0.95,
+           question="How close does the learned two-tower come to the ground-truth model's recall?",
+           baseline=Baseline(f"recall@{RECALL_K} of the generating factors", quality.truth_recall, "recall",
+                             kind="limit", ours=quality.recall),
+           description=f"held-out recall@{RECALL_K} of the trained model over that of the generating factors")
 
 
 def test_train_dlrm(benchmark, record, profile):
@@ -65,7 +66,10 @@ def test_train_dlrm(benchmark, record, profile):
     record(name="train_dlrm_embedded_samples_per_s", value=rate, unit="samples/s", better="higher", area=AREA,
            scale=scale, params=params, description="DLRM-style ranking steps on click impressions, 1 thread")
     record(name="auc_dlrm_vs_ground_truth", value=quality.ratio, unit="ratio", better="higher", area=AREA,
-           scale=scale, params={**params, "auc": round(quality.auc, 4), "truth_auc": round(quality.truth_auc, 4)},
+           scale=scale, params=params,
+           question="How close does the DLRM's AUC come to the true click probabilities' AUC?",
+           baseline=Baseline("AUC of the true click probabilities", quality.truth_auc, "AUC", kind="limit",
+                             ours=quality.auc),
            description="held-out AUC over the AUC of the true click probabilities on the same labels")
 
 
@@ -80,10 +84,10 @@ def test_freshness_under_online_training(benchmark, record, profile, backend):
     params = {"backend": backend, "probes": probes, "item_refresh_s": 0.5}
     scale = f"{probes} probes over HTTP while the online trainer runs"
     for quantile in (50, 99):
+        goal = {"goal": 1000.0, "question": "How soon after an acknowledged update does serving use the new row?"}
         record(name=f"freshness_{backend}_p{quantile}", value=1e3 * float(np.percentile(latencies, quantile)),
-               unit="ms", better="lower", area=AREA, scale=scale, params=params,
-               description=f"p{quantile} time from update() returning to the first answer computed from the new row"
-                           + (" (goal p99 ≤ 1000 ms)" if quantile == 99 else ""))
+               unit="ms", better="lower", area=AREA, scale=scale, params=params, **(goal if quantile == 99 else {}),
+               description=f"p{quantile} time from update() returning to the first answer computed from the new row")
     record(name=f"online_train_{backend}_samples_per_s", value=online_rate, unit="samples/s", better="higher",
            area=AREA, scale=scale, params=params, description="online trainer throughput while serving")
 
@@ -100,6 +104,7 @@ def test_sizing_for_one_billion_users(benchmark, record, profile, backend):
     scale = f"{inputs.users:,} users + {inputs.items:,} items, {inputs.requests_per_s:,.0f} requests/s"
     common = {"area": AREA, "scale": scale, "kind": "projected", "projection": projection, "params": params}
     record(name=f"sizing_1b_{backend}_nodes", value=sizing.nodes, unit="nodes", better="lower",
+           question="How many nodes would the store need for 1B users at 1M requests/s?",
            description=f"shards for memory {sizing.shards_for_memory}, for throughput "
                        f"{sizing.shards_for_throughput}; × (1 + {inputs.replicas_per_shard} replica)", **common)
     record(name=f"sizing_1b_{backend}_terabytes", value=sizing.total_bytes / 1e12, unit="TB", better="lower",

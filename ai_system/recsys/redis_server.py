@@ -1,7 +1,7 @@
 """Start and stop real ``redis-server`` processes on loopback ports in a temporary directory.
 
 Tests, benchmarks and the case study use these to stand up a single node (optionally with AOF
-``appendfsync always``, so an acknowledged write survives ``kill -9``) or a Redis Cluster of
+``appendfsync always`` or ``everysec``, so an acknowledged write survives ``kill -9``) or a Redis Cluster of
 masters joined with ``redis-cli --cluster create``. Nothing here touches a system-wide server.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -18,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+
+from ai_system.recsys.redis_store import DEFAULT_TIMEOUT_S, connect
 
 MISSING_REDIS = "redis-server, redis-cli or redis-benchmark is not on PATH (Debian: apt-get install -y redis-server)"
 
@@ -48,13 +52,16 @@ class RedisServer:
     """One ``redis-server`` child process; ``kill()`` then ``start()`` restarts it on its data."""
 
     def __init__(self, directory: Path, port: int | None = None, appendonly: bool = False,
-                 cluster: bool = False) -> None:
+                 cluster: bool = False, appendfsync: str = "always") -> None:
         if not redis_available():
             raise RuntimeError(MISSING_REDIS)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port(with_cluster_bus=cluster)
+        if appendfsync not in ("always", "everysec"):
+            raise ValueError(f"appendfsync must be 'always' or 'everysec', got {appendfsync!r}")
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.cluster = cluster
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +69,7 @@ class RedisServer:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                 "--save", "", "--daemonize", "no", "--protected-mode", "no",
                 "--logfile", str(self.directory / "redis.log"),
-                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always"]
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.appendfsync]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                      "--cluster-node-timeout", "2000"]
@@ -102,8 +109,16 @@ class RedisServer:
                 self.process.wait()
             self.process = None
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+    def client(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> redis.Redis:
+        """A store-ready client (``redis_store.connect``): bounded round trips, no retries of its own."""
+        return connect(port=self.port, timeout_s=timeout_s)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs with its sockets open (connections are accepted, nothing answers)."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,10 @@ to the next request; item vectors go through the item tower once per ``item_refr
 background thread (Monolith-style periodic sync), which bounds item freshness by that interval.
 Unknown users get the documented cold-start default: a zero row, i.e. the towers' global ranking,
 flagged ``cold_start`` in the answer. A store outage answers 503 (the item index keeps serving from
-its last refresh); malformed ids answer 422. Same stack as the inference server: FastAPI + uvicorn.
+its last refresh), within the store's timeout; malformed ids answer 422, and an id must be written
+exactly (``" 5"`` is not 5). ``/healthz`` never touches the store: it runs on the event loop, not in
+the worker threads that a hung store can tie up, and reports what the last store call saw. Same
+stack as the inference server: FastAPI + uvicorn.
 """
 
 from __future__ import annotations
@@ -22,9 +25,7 @@ from fastapi import FastAPI, HTTPException, Path, Query
 
 from ai_system import ops
 from ai_system.recsys.models import TwoTower
-from ai_system.recsys.store import EmbeddingStore, StoreUnavailableError
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+from ai_system.recsys.store import INT64_MAX, INT64_MIN, EmbeddingStore, StoreUnavailableError, parse_id
 
 
 class Recommender:
@@ -42,12 +43,32 @@ class Recommender:
         self.model_lock = model_lock or threading.Lock()
         self.item_vectors = torch.zeros(0, users.dim)
         self.refreshed_at = float("-inf")
+        self.store_ok_at = float("-inf")
+        self.store_error: str | None = None
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
 
+    def _read(self, store: EmbeddingStore, ids: np.ndarray | list[int]) -> torch.Tensor:
+        """A serving read that records whether the store answered, for ``/healthz``."""
+        try:
+            rows = store.get(ids, create=False)
+        except StoreUnavailableError as error:
+            self.store_error = str(error)
+            raise
+        self.store_ok_at, self.store_error = time.monotonic(), None
+        return rows
+
+    def health(self) -> dict[str, object]:
+        """What the last store call saw; no store call here, so it answers at once even while the store hangs."""
+        now = time.monotonic()
+        return {"status": "ok" if self.store_error is None else "degraded", "items": len(self.item_ids),
+                "store_reachable": self.store_error is None, "store_error": self.store_error,
+                "store_ok_s_ago": now - self.store_ok_at if self.store_ok_at > float("-inf") else None,
+                "items_refreshed_s_ago": now - self.refreshed_at if self.refreshed_at > float("-inf") else None}
+
     @torch.no_grad()
     def refresh_items(self) -> None:
-        rows = self.items.get(self.item_ids, create=False)
+        rows = self._read(self.items, self.item_ids)
         with self.model_lock:
             self.item_vectors = self.model.item_tower(rows)
         self.refreshed_at = time.monotonic()
@@ -81,7 +102,7 @@ class Recommender:
     def recommend(self, user_id: int, k: int) -> dict[str, object]:
         if not 1 <= k <= len(self.item_ids):
             raise ValueError(f"k must be in [1, {len(self.item_ids)}] (the catalogue size), got {k}")
-        row = self.users.get([user_id], create=False)
+        row = self._read(self.users, [user_id])
         items, scores = self.top_k(row, k)
         return {"user_id": user_id, "items": items, "scores": scores, "cold_start": not bool(row.any()),
                 "user_row_crc": row_fingerprint(row[0]),
@@ -92,14 +113,17 @@ def create_app(recommender: Recommender) -> FastAPI:
     app = FastAPI(title="ai-system recommender")
 
     @app.get("/healthz")
-    def healthz() -> dict[str, object]:
-        return {"status": "ok", "items": len(recommender.item_ids)}
+    async def healthz() -> dict[str, object]:
+        """Liveness with the store's state: 200 while the process serves, ``"degraded"`` while the store
+        does not answer (a restart would not fix the store)."""
+        return recommender.health()
 
     @app.get("/recommend/{user_id}")
-    def recommend(user_id: int = Path(ge=INT64_MIN, le=INT64_MAX, description="raw 64-bit user id"),
+    def recommend(user_id: str = Path(description=f"raw 64-bit user id in [{INT64_MIN}, {INT64_MAX}], plain "
+                                                  "decimal"),
                   k: int = Query(10, ge=1, description="how many items")) -> dict[str, object]:
         try:
-            return recommender.recommend(user_id, k)
+            return recommender.recommend(parse_id(user_id), k)
         except ValueError as error:
             raise HTTPException(status_code=422, detail=str(error)) from error
         except StoreUnavailableError as error:

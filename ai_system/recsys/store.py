@@ -9,6 +9,9 @@ of the id, so every backend (and every rank) creates the same row for the same i
 
 from __future__ import annotations
 
+import math
+import re
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -17,12 +20,24 @@ import torch
 
 HASH_SLOTS = 16384
 ADAGRAD_EPS = 1e-8
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+CANONICAL_ID = re.compile(r"0|-?[1-9][0-9]*", re.ASCII)
+UPDATE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
 
 IdsLike = torch.Tensor | np.ndarray | Sequence[int]
 
 
 class StoreUnavailableError(RuntimeError):
-    """The backing server cannot be reached; the failed call was not acknowledged (rows stay whole)."""
+    """The store cannot take the call now (server unreachable or hung, update log unwritable); the call
+    was not acknowledged, and each row it touched is whole, old or new.
+
+    It may still land when the server resumes. ``update_id`` names the gradient update it carried, if
+    any: calling ``apply_gradients`` again with that id applies the update at most once.
+    """
+
+    def __init__(self, message: str, update_id: str | None = None) -> None:
+        super().__init__(message)
+        self.update_id = update_id
 
 
 def as_ids(ids: IdsLike) -> np.ndarray:
@@ -40,6 +55,22 @@ def as_ids(ids: IdsLike) -> np.ndarray:
     if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
         raise ValueError(f"ids must fit in int64, got {array.max()}")
     return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def parse_id(text: str) -> int:
+    """An id written as text (a URL path, a CLI argument), accepted only in its exact decimal form.
+
+    ``int()`` and pydantic forgive ``" 5"``, ``"+5"``, ``"05"``, ``"5.0"`` and ``"5_0"``; two spellings of
+    one id would be two cache keys upstream and one row here, so only ``0|-?[1-9][0-9]*`` within
+    int64 is an id.
+    """
+    if not CANONICAL_ID.fullmatch(text):
+        raise ValueError(f"id must be a 64-bit integer in plain decimal (digits, an optional leading '-', no "
+                         f"spaces, '+', leading zeros or decimals), got {text!r}")
+    value = int(text)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"id must fit in int64 [{INT64_MIN}, {INT64_MAX}], got {text}")
+    return value
 
 
 def as_rows(rows: torch.Tensor | np.ndarray, n: int, dim: int, what: str = "rows") -> np.ndarray:
@@ -76,7 +107,12 @@ def shard_of(ids: np.ndarray, n_shards: int) -> np.ndarray:
     """
     if not 1 <= n_shards <= HASH_SLOTS:
         raise ValueError(f"n_shards must be in [1, {HASH_SLOTS}] (each shard owns at least one slot), got {n_shards}")
-    return (hash_slot(ids) * n_shards // HASH_SLOTS).astype(np.uint16)
+    return owner_of(mix64(ids), n_shards)
+
+
+def owner_of(hashes: np.ndarray, n_shards: int) -> np.ndarray:
+    """``shard_of`` from ids already hashed with ``mix64``."""
+    return ((hashes % np.uint64(HASH_SLOTS)).astype(np.int64) * n_shards // HASH_SLOTS).astype(np.uint16)
 
 
 def initial_rows(ids: np.ndarray, dim: int, scale: float) -> np.ndarray:
@@ -88,11 +124,21 @@ def initial_rows(ids: np.ndarray, dim: int, scale: float) -> np.ndarray:
 
 
 def rowwise_adagrad(rows: np.ndarray, accum: np.ndarray, grads: np.ndarray, lr: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """One row-wise Adagrad step: ``G += mean(g²)``, ``w -= lr·g/(√G + ε)``; returns new rows and state."""
-    new_accum = accum + (grads * grads).mean(axis=1)
-    step = (lr / (np.sqrt(new_accum) + ADAGRAD_EPS)).astype(np.float32)
-    return rows - step[:, None] * grads, new_accum.astype(np.float32)
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One row-wise Adagrad step: ``G += mean(g²)``, ``w -= lr·g/(√G + ε)``.
+
+    Returns new rows, new state and which rows stayed finite. A finite gradient can still overflow
+    float32 (``g = 3e38`` makes ``g²`` inf, and an inf accumulator freezes the row for good), so a row
+    whose new value or state is not finite keeps its old value and state; the caller counts it.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        new_accum = accum + (grads * grads).mean(axis=1)
+        step = (lr / (np.sqrt(new_accum) + ADAGRAD_EPS)).astype(np.float32)
+        new_rows = rows - step[:, None] * grads
+    finite = np.isfinite(new_accum) & np.isfinite(new_rows).all(axis=1)
+    if not finite.all():
+        new_rows[~finite], new_accum[~finite] = rows[~finite], accum[~finite]
+    return new_rows, new_accum.astype(np.float32), finite
 
 
 def sum_duplicates(ids: np.ndarray, grads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +162,7 @@ class EmbeddingStore(ABC):
         self.dim = dim
         self.init_scale = init_scale
         self.rows_written = 0
+        self.rows_rejected = 0
 
     def get(self, ids: IdsLike, create: bool = True) -> torch.Tensor:
         """Rows for ``ids`` as an (n, dim) float32 tensor.
@@ -137,16 +184,25 @@ class EmbeddingStore(ABC):
         if len(array):
             self._write(array, values, np.zeros(len(array), dtype=np.float32))
 
-    def apply_gradients(self, ids: IdsLike, grads: torch.Tensor | np.ndarray, lr: float) -> int:
-        """Row-wise Adagrad on the rows of ``ids``; duplicates are summed first. Returns rows written."""
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
+    def apply_gradients(self, ids: IdsLike, grads: torch.Tensor | np.ndarray, lr: float,
+                        update_id: str | None = None) -> int:
+        """Row-wise Adagrad on the rows of ``ids``; duplicates are summed first. Returns rows updated.
+
+        A row whose step would leave it or its optimizer state non-finite is left as it was and
+        counted in ``rows_rejected``. ``update_id`` makes a retry safe where a call can fail after
+        reaching the server (Redis): an update with an id the store has already applied is skipped.
+        Without one, each call gets a fresh id, which a ``StoreUnavailableError`` carries.
+        """
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {lr}")
+        if update_id is not None and not UPDATE_ID.fullmatch(update_id):
+            raise ValueError(f"update_id must be 1-64 characters of [A-Za-z0-9_.-], got {update_id!r}")
         array = as_ids(ids)
         values = as_rows(grads, len(array), self.dim, what="grads")
         if not len(array):
             return 0
         unique, summed = sum_duplicates(array, values)
-        return self._apply(unique, summed, lr)
+        return self._apply(unique, summed, lr, update_id=update_id or uuid.uuid4().hex)
 
     @abstractmethod
     def nbytes(self) -> int:
@@ -163,4 +219,4 @@ class EmbeddingStore(ABC):
     def _write(self, ids: np.ndarray, rows: np.ndarray, accum: np.ndarray) -> None: ...
 
     @abstractmethod
-    def _apply(self, ids: np.ndarray, grads: np.ndarray, lr: float) -> int: ...
+    def _apply(self, ids: np.ndarray, grads: np.ndarray, lr: float, update_id: str) -> int: ...

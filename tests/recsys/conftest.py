@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 
 from ai_system.recsys.redis_server import MISSING_REDIS, RedisServer, redis_available, redis_cluster, redis_node
+from ai_system.recsys.redis_store import connect_cluster
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,6 @@ def cluster_client(tmp_path_factory: pytest.TempPathFactory) -> RedisCluster:
     if not redis_available():
         pytest.skip(MISSING_REDIS)
     with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as servers:
-        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", s.port) for s in servers])
+        client = connect_cluster([("127.0.0.1", s.port) for s in servers])
         yield client
         client.close()

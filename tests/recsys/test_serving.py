@@ -54,12 +54,20 @@ def test_unknown_user_gets_the_cold_start_default_without_a_write(embedded_servi
     answer = client.get("/recommend/-17", params={"k": 3}).raise_for_status().json()
     assert answer["cold_start"] is True and len(answer["items"]) == 3
     assert len(recommender.users) == 0
-    assert client.get("/healthz").json()["status"] == "ok"
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["store_reachable"] is True
 
 
 @pytest.mark.parametrize("path, params, needle", [
-    ("/recommend/abc", {}, "valid integer"),
-    ("/recommend/9223372036854775808", {}, "less than or equal"),
+    ("/recommend/abc", {}, "plain decimal"),
+    ("/recommend/%205", {}, "got ' 5'"),
+    ("/recommend/5%20", {}, "got '5 '"),
+    ("/recommend/+5", {}, "got '+5'"),
+    ("/recommend/05", {}, "got '05'"),
+    ("/recommend/5.0", {}, "got '5.0'"),
+    ("/recommend/5_0", {}, "got '5_0'"),
+    ("/recommend/-0", {}, "got '-0'"),
+    ("/recommend/9223372036854775808", {}, "fit in int64"),
     ("/recommend/1", {"k": 0}, "greater than or equal"),
     ("/recommend/1", {"k": 31}, "k must be in [1, 30]"),
 ])

@@ -40,7 +40,7 @@ def rank_main() -> list[dict]:
         trainer.step(world.user_ids[users[mine]], items[mine], normalizer=GLOBAL_BATCH)
     rows = {}
     for name, table in (("users", trainer.users), ("items", trainer.items)):
-        ids = table.store.shards[0].table.ids
+        ids = table.store.table.ids[0]
         rows[name] = dict(zip(ids.tolist(), table.store.get(ids), strict=True))
     dumps: list[dict] = [{}] * world_size
     dist.all_gather_object(dumps, {"rows": rows, "model": trainer.model.state_dict()})

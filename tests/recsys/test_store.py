@@ -16,20 +16,29 @@ def random_ids(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(INT64.min, INT64.max, n, dtype=np.int64)
 
 
-def test_id_table_matches_a_dict_on_adversarial_ids():
+@pytest.mark.parametrize("stripes", [1, 3])
+def test_id_table_matches_a_dict_on_adversarial_ids(stripes):
     ids = np.unique(np.concatenate([random_ids(5000), [0, -1, 1, INT64.min, INT64.max],
                                     np.arange(0, 1 << 20, 1 << 10)]))
-    table, reference = IdTable(), {}
+    table, reference = IdTable(stripes=stripes), {}
     for chunk in np.array_split(ids, 7):
         for key, index in zip(chunk.tolist(), table.insert(chunk).tolist(), strict=True):
             reference[key] = index
     probe = np.concatenate([ids, random_ids(2000, seed=1)])
     expected = np.array([reference.get(key, -1) for key in probe.tolist()])
     np.testing.assert_array_equal(table.lookup(probe), expected)
-    assert len(set(reference.values())) == len(ids)
-    table.rebuild(np.arange(0, len(ids), 2))
-    np.testing.assert_array_equal(table.lookup(ids[::2]), np.arange(len(ids[::2])))
-    assert (table.lookup(ids[1::2]) == -1).all()
+    owner = shard_of(ids, stripes)
+    assert len(set(zip(owner.tolist(), table.lookup(ids).tolist(), strict=True))) == len(ids)
+    for s in range(stripes):
+        np.testing.assert_array_equal(np.sort(table.ids[s]), ids[owner == s])
+    in_stripe = table.stripe_size(0)
+    table.rebuild(0, np.arange(0, in_stripe, 2))
+    kept, dropped = table.ids[0], np.setdiff1d(ids[owner == 0], table.ids[0])
+    assert len(kept) == (in_stripe + 1) // 2 and len(dropped) == in_stripe // 2
+    np.testing.assert_array_equal(table.lookup(kept), np.arange(len(kept)))
+    assert (table.lookup(dropped) == -1).all()
+    others = ids[owner != 0]
+    np.testing.assert_array_equal(table.lookup(others), [reference[key] for key in others.tolist()])
 
 
 def test_ids_that_collide_modulo_a_table_size_get_distinct_rows():
@@ -70,10 +79,10 @@ def test_apply_gradients_is_rowwise_adagrad_with_duplicates_summed():
     grads = np.arange(16, dtype=np.float32).reshape(4, 4) / 10
     written = store.apply_gradients(ids, grads, lr=0.5)
     summed = np.stack([grads[0] + grads[2], grads[1], grads[3]])
-    expected, accum = rowwise_adagrad(before, np.zeros(3, np.float32), summed, 0.5)
+    expected, accum, _ = rowwise_adagrad(before, np.zeros(3, np.float32), summed, 0.5)
     np.testing.assert_allclose(store.get(np.array([5, 9, 11])).numpy(), expected, rtol=1e-6)
     assert written == 3 and store.rows_written == 3
-    expected2, _ = rowwise_adagrad(expected, accum, summed, 0.5)
+    expected2, _, _ = rowwise_adagrad(expected, accum, summed, 0.5)
     store.apply_gradients(np.array([5, 9, 11]), summed, lr=0.5)
     np.testing.assert_allclose(store.get(np.array([5, 9, 11])).numpy(), expected2, rtol=1e-6)
 
@@ -130,7 +139,7 @@ def test_bad_rows_and_arguments_raise_clear_errors():
         store.update([1], np.array([[np.nan, 0, 0, 0]]))
     with pytest.raises(ValueError, match="unique"):
         store.update([1, 1], np.ones((2, 4)))
-    with pytest.raises(ValueError, match="lr must be positive"):
+    with pytest.raises(ValueError, match="lr must be a positive finite number"):
         store.apply_gradients([1], np.ones((1, 4)), lr=0)
     with pytest.raises(ValueError, match="n_shards"):
         EmbeddedStore(4, n_shards=0)
