@@ -46,11 +46,11 @@ FITTED: dict[str, tuple[str, ...]] = {
 network much) three; Llama 3's two runs only the matmul rate."""
 
 CALIBRATED: dict[str, TimeModel] = {
-    "A100-80GB": replace(PRIORS["A100-80GB"], matmul_efficiency=0.73, memory_efficiency=0.999,
-                         nvlink_efficiency=0.388, network_efficiency=1.0, network_latency=1.33e-05,
+    "A100-80GB": replace(PRIORS["A100-80GB"], matmul_efficiency=0.73, memory_efficiency=0.998,
+                         nvlink_efficiency=0.389, network_efficiency=1.0, network_latency=1.32e-05,
                          source="fitted on 47 published A100 runs"),
     "H100-HBM2e-96GB-500W": replace(PRIORS["H100-HBM2e-96GB-500W"], matmul_efficiency=0.463, memory_efficiency=1.0,
-                                    nvlink_efficiency=0.52, source="fitted on 7 published torchtitan H100 runs"),
+                                    nvlink_efficiency=0.522, source="fitted on 7 published torchtitan H100 runs"),
     "H100-SXM": replace(PRIORS["H100-SXM"], matmul_efficiency=0.617, source="fitted on 2 published Llama 3 runs"),
 }
 BORROWED = {"H200-SXM": "H100-SXM", "B200": "H100-SXM"}
@@ -69,3 +69,23 @@ def calibrated_time_model(accelerator: Accelerator) -> TimeModel:
                                         "published run)")
     raise ValueError(f"accelerator {name!r} has no calibrated time model (calibrated: {sorted(CALIBRATED)}, "
                      f"borrowed: {sorted(BORROWED)}); plan it with compute_efficiency (the flat model, --efficiency)")
+
+
+CONSTANT_COLUMNS = {"matmul_efficiency": "matmul", "attention_efficiency": "attention", "memory_efficiency": "HBM",
+                    "nvlink_efficiency": "NVLink", "network_efficiency": "network", "nvlink_latency": "NVLink step",
+                    "network_latency": "network step"}
+
+
+def constants_table() -> list[str]:
+    """The calibrated constants as the Markdown table of ``docs/systems/capacity-planner.md`` (a test
+    holds the page to it); fitted values in bold, the rest are priors."""
+    lines = ["| GPU | " + " | ".join(CONSTANT_COLUMNS.values()) + " | Source |",
+             "|" + " --- |" * (len(CONSTANT_COLUMNS) + 2)]
+    for gpu, model in CALIBRATED.items():
+        cells = []
+        for name in CONSTANT_COLUMNS:
+            value = getattr(model, name)
+            text = f"{value * 1e6:.3g} µs" if name.endswith("latency") else f"{value:.3g}"
+            cells.append(f"**{text}**" if name in FITTED[gpu] else text)
+        lines.append(f"| {gpu} | " + " | ".join(cells) + f" | {model.source} |")
+    return lines

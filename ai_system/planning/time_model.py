@@ -213,7 +213,7 @@ def attention_core_seconds(config: ModelConfig, batch: int, seq_len: int, tp: in
     return scores * (qk_forward + av_forward) + traffic, scores * (qk_backward + av_backward) + 1.5 * traffic
 
 
-EAGER_BYTES_PER_ELEMENT = {"norm": (42, 96), "rotary": (50, 70), "gate": (10, 20), "residual": (6, 6)}
+EAGER_BYTES_PER_ELEMENT = {"norm": (42, 96), "rotary": (50, 70), "gate": (10, 18), "residual": (6, 6)}
 """(forward, backward) HBM bytes per element of this repository's eager ops on 16-bit activations, as
 ``tests/planning/test_time_model.py`` counts them op by op: RMSNorm (two fp32 upcasts, square,
 mean, scale, downcast, weight), rotary on q and k (upcast, four products, a sum and a difference,

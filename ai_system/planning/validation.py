@@ -24,7 +24,7 @@ from scipy.optimize import least_squares
 from ai_system.distributed.layout import RECOMPUTE, ZERO_STAGES, Layout
 from ai_system.models.config import ModelConfig
 from ai_system.planning.accelerators import GB, Accelerator, get_accelerator
-from ai_system.planning.calibration import FITTED, PRIORS
+from ai_system.planning.calibration import CALIBRATED, FITTED, PRIORS
 from ai_system.planning.planner import Estimate, Job, candidate_layouts, estimate, ranked
 from ai_system.planning.published_runs import PublishedRun, load_published_runs
 from ai_system.planning.time_model import Implementation, Recomputation, TimeModel, iteration_seconds
@@ -362,7 +362,8 @@ def _fit_on_layouts(cases: Sequence[Case], layouts: Sequence[Layout], prior: Tim
         other = starts[0].copy()
         other[list(free).index("matmul_efficiency")] = efficiency / scale[list(free).index("matmul_efficiency")]
         starts.append(other)
-    solutions = [least_squares(residuals, x, bounds=(lower, upper), diff_step=1e-4) for x in starts]
+    solutions = [least_squares(residuals, x, bounds=(lower, upper), diff_step=1e-4, ftol=1e-6, xtol=1e-6)
+                 for x in starts]
     return model_at(min(solutions, key=lambda solution: solution.cost).x)
 
 
@@ -434,3 +435,24 @@ def layout_rank(case: Case, model: TimeModel) -> LayoutRank:
                  for result in fitting)
     best = fitting[0] if fitting and fitting[0].iteration_seconds < published.iteration_seconds else published
     return LayoutRank(rank=faster + 1, candidates=len(fitting), best=best, published=published)
+
+
+def validation_table(cases: Sequence[Case], excluded: Sequence[Excluded]) -> list[str]:
+    """Each published run as the calibrated planner models it, as the Markdown table of
+    ``docs/systems/capacity-planner.md`` (a test holds the page to it): the layout it times, what it
+    assumed, the published and predicted throughput; then the runs it leaves out, with why."""
+    lines = ["| Run | GPU | Framework | Layout timed | Assumed | Published tok/s/GPU | Planner tok/s/GPU | Error |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for case in cases:
+        result = case_estimate(case, CALIBRATED[case.gpu])
+        planner = tokens_per_second_per_gpu(result)
+        lines.append(f"| `{case.run.run_id}` | {case.gpu} | {FRAMEWORKS[case.framework].name} | "
+                     f"`{result.layout.label()}` | {'; '.join(case.assumptions) or '–'} | {case.published:.4g} | "
+                     f"{planner:.4g} | {100 * (planner / case.published - 1):+.1f}% |")
+    lines += ["", "| Run left out | Why |", "| --- | --- |"]
+    lines += [f"| `{item.run.run_id}` | {item.reason} |" for item in excluded]
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(validation_table(*published_cases())))
