@@ -25,7 +25,7 @@ from ai_system.distributed.layout import RECOMPUTE, ZERO_STAGES, Layout
 from ai_system.models.config import ModelConfig
 from ai_system.planning.accelerators import GB, Accelerator, get_accelerator
 from ai_system.planning.calibration import CALIBRATED, FITTED, PRIORS
-from ai_system.planning.planner import Estimate, Job, candidate_layouts, estimate, ranked
+from ai_system.planning.planner import MAX_VIRTUAL_STAGES, Estimate, Job, candidate_layouts, estimate, ranked
 from ai_system.planning.published_runs import PublishedRun, load_published_runs
 from ai_system.planning.time_model import Implementation, Recomputation, TimeModel, iteration_seconds
 
@@ -227,7 +227,8 @@ def _unpublished_knobs(run: PublishedRun, framework: Framework, config: ModelCon
     if run.micro_batch is None:
         assumed.append("micro-batch not published: the fastest that fits")
     per_stage = config.n_layers // run.pp if config.n_layers % run.pp == 0 else 0
-    interleavings = [("interleaved-1f1b", v) for v in range(2, 9) if per_stage and per_stage % v == 0]
+    interleavings = [("interleaved-1f1b", v) for v in range(2, MAX_VIRTUAL_STAGES + 1)
+                     if per_stage and per_stage % v == 0]
     if run.pp == 1 or run.interleaved is False:
         schedules = [("1f1b", 1)]
     elif run.virtual_stages is not None:
