@@ -455,5 +455,37 @@ def validation_table(cases: Sequence[Case], excluded: Sequence[Excluded]) -> lis
     return lines
 
 
+def held_out_table(cases: Sequence[Case], held_out: dict[str, float], ranks: dict[str, LayoutRank]) -> list[str]:
+    """Each case's leave-one-out prediction and its layout's rank, as the Markdown table of
+    ``docs/systems/capacity-planner.md``: ``held_out`` from ``leave_one_out``, ``ranks`` from
+    ``layout_rank`` under the calibrated constants."""
+    lines = ["| Run | Published tok/s/GPU | Leave-one-out tok/s/GPU | Error | Published layout's rank | "
+             "Planner's best layout | Its predicted gain |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for case in cases:
+        predicted_held_out, rank = held_out[case.run.run_id], ranks[case.run.run_id]
+        lines.append(f"| `{case.run.run_id}` | {case.published:.4g} | {predicted_held_out:.4g} | "
+                     f"{100 * (predicted_held_out / case.published - 1):+.1f}% | {rank.rank} of {rank.candidates} | "
+                     f"`{rank.best.layout.label()}` | {100 * (rank.best_speedup - 1):+.1f}% |")
+    return lines
+
+
+def held_out_summary(cases: Sequence[Case], held_out: dict[str, float], ranks: dict[str, LayoutRank]) -> str:
+    """One sentence over ``held_out_table``: how many runs meet the 10% and top-5 goals, and the worst."""
+    errors = {case.run.run_id: abs(held_out[case.run.run_id] / case.published - 1) for case in cases}
+    worst = max(errors, key=errors.__getitem__)
+    return (f"Leave-one-out, {sum(error <= 0.1 for error in errors.values())} of {len(cases)} runs are within 10% "
+            f"of the published throughput (median error {100 * float(np.median(list(errors.values()))):.1f}%, "
+            f"worst {100 * errors[worst]:.1f}%, `{worst}`), and the published layout is among the planner's five "
+            f"fastest for {sum(rank.rank <= 5 for rank in ranks.values())} of {len(cases)}.")
+
+
 if __name__ == "__main__":
-    print("\n".join(validation_table(*published_cases())))
+    all_cases, all_excluded = published_cases()
+    all_held_out = leave_one_out(all_cases)
+    all_ranks = {case.run.run_id: layout_rank(case, CALIBRATED[case.gpu]) for case in all_cases}
+    print("\n".join(validation_table(all_cases, all_excluded)))
+    print()
+    print(held_out_summary(all_cases, all_held_out, all_ranks))
+    print()
+    print("\n".join(held_out_table(all_cases, all_held_out, all_ranks)))

@@ -11,6 +11,7 @@ from ai_system.planning.validation import (
     Excluded,
     case_of,
     fit_time_model,
+    held_out_table,
     layout_rank,
     leave_one_out,
     planned_config,
@@ -90,3 +91,12 @@ def test_capacity_planner_page_shows_the_generated_tables() -> None:
     page = (Path(__file__).resolve().parents[2] / "docs" / "systems" / "capacity-planner.md").read_text()
     assert "\n".join(constants_table()) in page
     assert "\n".join(validation_table(CASES, EXCLUDED)) in page
+
+
+def test_capacity_planner_page_shows_the_held_out_rows_of_the_h100_runs() -> None:
+    """The H100 constants refit in seconds; ``python -m ai_system.planning.validation`` regenerates every row."""
+    h100 = [case for case in CASES if case.gpu.startswith("H100")]
+    ranks = {case.run.run_id: layout_rank(case, CALIBRATED[case.gpu]) for case in h100}
+    page = (Path(__file__).resolve().parents[2] / "docs" / "systems" / "capacity-planner.md").read_text()
+    for line in held_out_table(h100, leave_one_out(h100), ranks):
+        assert line in page
