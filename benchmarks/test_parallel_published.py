@@ -14,6 +14,7 @@ from ai_system.bench.metrics import Baseline, Projection
 from ai_system.planning.calibration import CALIBRATED
 from ai_system.planning.time_model import TimeModel
 from ai_system.planning.validation import (
+    FLAT_EFFICIENCY,
     FRAMEWORKS,
     Case,
     case_estimate,
@@ -24,7 +25,6 @@ from ai_system.planning.validation import (
     tokens_per_second_per_gpu,
 )
 
-FLAT_EFFICIENCY = 0.5
 ERROR_GOAL = 10.0
 RANK_GOAL = 5
 UNIT = "tok/s/GPU"
