@@ -40,10 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gpus", type=int, default=2048, help="GPU (or local rank) count (default 2048)")
     parser.add_argument("--precision", default="bf16-mixed", choices=sorted(PRECISIONS))
     parser.add_argument("--efficiency", type=float, default=None,
-                        help="fraction of peak FLOP/s the matmuls reach (default 0.5; 1.0 for this-machine, whose "
-                             "peak is a measured training step)")
-    parser.add_argument("--dp-overlap", type=float, default=0.0,
-                        help="fraction of data-parallel communication hidden by compute (default 0)")
+                        help="plan with the flat time model: every FLOP at this fraction of peak (default: the GPU's "
+                             "time model calibrated on published runs; 1.0 for this-machine, whose peak is a "
+                             "measured training step)")
+    parser.add_argument("--dp-overlap", type=float, default=None,
+                        help="with the flat model, the fraction of data-parallel communication hidden by compute "
+                             "(default 0)")
     parser.add_argument("--tokens", type=float, help="training token budget, for total time and GPU-hours")
     parser.add_argument("--price-per-gpu-hour", type=float, help="USD per GPU-hour, for the cost")
     parser.add_argument("--top", type=int, default=5, help="layouts to list (default 5)")
@@ -89,7 +91,7 @@ def _plan(args: argparse.Namespace) -> int:
     config = train_config(args, Layout()).model_config()
     job = Job(config, seq_len=args.seq, global_batch=args.global_batch, precision=PRECISIONS[args.precision])
     accelerator = accelerator_for(args)
-    efficiency = args.efficiency if args.efficiency is not None else (1.0 if args.gpu == THIS_MACHINE else 0.5)
+    efficiency = args.efficiency if args.efficiency is not None else (1.0 if args.gpu == THIS_MACHINE else None)
     if args.layout:
         if args.layout.world_size != args.gpus:
             raise ValueError(f"--layout {args.layout} uses {args.layout.world_size} GPUs but --gpus is {args.gpus}")
@@ -108,7 +110,8 @@ def _plan(args: argparse.Namespace) -> int:
         print(json.dumps(summaries, indent=2))
         return 0
     print(f"{config.num_params() / 1e9:,.3g}B parameters, seq {args.seq}, global batch {args.global_batch}, "
-          f"{args.gpus} × {args.gpu}, {args.precision}, efficiency {efficiency}: {len(ranked)} layouts fit")
+          f"{args.gpus} × {args.gpu}, {args.precision}, time model: {ranked[0].time_model.source}: "
+          f"{len(ranked)} layouts fit")
     print(f"{'layout':<72}{'mem GB':>8}{'iter s':>10}{'MFU':>7}{'bubble':>8}")
     for summary in summaries:
         print(f"{summary['layout']:<72}{summary['memory_gb']:>8.3g}{summary['iteration_seconds']:>10.4g}"

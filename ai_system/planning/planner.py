@@ -9,14 +9,23 @@ sizes, m = micro-batches per step, e = bytes per activation element.
 
 from __future__ import annotations
 
+import functools
 import itertools
-import math
 from dataclasses import dataclass, field, replace
 
 from ai_system.distributed.layout import RECOMPUTE, ZERO_STAGES, Layout
 from ai_system.distributed.pipeline import bubble_fraction
 from ai_system.models.config import ModelConfig
 from ai_system.planning.accelerators import Accelerator
+from ai_system.planning.calibration import calibrated_time_model
+from ai_system.planning.time_model import (
+    TRAINER,
+    Implementation,
+    Recomputation,
+    TimeModel,
+    iteration_seconds,
+    stage_layer_counts,
+)
 
 USABLE_MEMORY = 0.9
 FP32_BYTES = 4
@@ -88,8 +97,8 @@ class Estimate:
     model_flops: float
     hardware_flops: float
     bubble: float
-    communication_bytes: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    time_model: TimeModel | None = None
 
     @property
     def iteration_seconds(self) -> float:
@@ -106,6 +115,7 @@ class Estimate:
         return self.memory.total <= usable_memory * self.accelerator.memory_bytes
 
 
+@functools.cache
 def layer_params(config: ModelConfig) -> int:
     """Parameters of one transformer block (attention, SwiGLU, two norms)."""
     return replace(config, n_layers=2).num_params() - replace(config, n_layers=1).num_params()
@@ -113,13 +123,6 @@ def layer_params(config: ModelConfig) -> int:
 
 def layer_norm_params(config: ModelConfig) -> int:
     return 2 * config.dim
-
-
-def stage_layer_counts(n_layers: int, pp: int) -> tuple[int, int]:
-    """Layers on the first and on the last pipeline stage (earlier stages take the remainder)."""
-    if pp > n_layers:
-        raise ValueError(f"pp={pp} exceeds the number of layers {n_layers}")
-    return math.ceil(n_layers / pp), n_layers // pp
 
 
 def layer_activation_bytes(config: ModelConfig, tokens: int, tp: int, sequence_parallel: bool,
@@ -171,7 +174,8 @@ def in_flight_microbatches(layout: Layout, n_microbatches: int, first_stage: boo
     return warmup
 
 
-def _stage_memory(job: Job, layout: Layout, n_microbatches: int, first_stage: bool) -> Memory:
+def _stage_memory(job: Job, layout: Layout, n_microbatches: int, first_stage: bool, sequence_parallel: bool,
+                  score_bytes: float) -> Memory:
     config, precision = job.config, job.precision
     first_layers, last_layers = stage_layer_counts(config.n_layers, layout.pp)
     has_embedding, has_head = first_stage, (not first_stage) or layout.pp == 1
@@ -186,9 +190,10 @@ def _stage_memory(job: Job, layout: Layout, n_microbatches: int, first_stage: bo
     local = sharded / layout.tp + replicated
     dp = layout.dp
     tokens = job.global_batch // (dp * n_microbatches) * job.seq_len
-    sp = layout.uses_sequence_parallel
+    sp = sequence_parallel
     in_flight = in_flight_microbatches(layout, n_microbatches, first_stage)
-    per_layer = layer_activation_bytes(config, tokens, layout.tp, sp, layout.recompute, precision.activation_bytes)
+    per_layer = (layer_activation_bytes(config, tokens, layout.tp, sp, layout.recompute, precision.activation_bytes)
+                 + tokens * score_bytes)
     activations = layers * per_layer * in_flight
     if layout.recompute != "none":
         activations += layer_activation_bytes(config, tokens, layout.tp, sp, "none", precision.activation_bytes)
@@ -209,139 +214,139 @@ def _stage_memory(job: Job, layout: Layout, n_microbatches: int, first_stage: bo
     )
 
 
-def memory_per_gpu(job: Job, layout: Layout, n_microbatches: int) -> Memory:
-    """Memory of the most loaded stage: the first (most in-flight activations) or the last (the head)."""
-    stages = [_stage_memory(job, layout, n_microbatches, first_stage=True)]
+def memory_per_gpu(job: Job, layout: Layout, n_microbatches: int, implementation: Implementation = TRAINER) -> Memory:
+    """Memory of the most loaded stage: the first (most in-flight activations) or the last (the head).
+
+    ``implementation`` says where other software keeps more or less: sequence parallelism composed
+    with pipelines, and the s×s attention scores a materializing attention stores for backward
+    unless it recomputes them, 5·a·s/t bytes per token (the 16-bit scores, their softmax and the
+    dropout mask: Korthikanti et al., 2022, §4.1)."""
+    sp = implementation.sequence_parallel(layout)
+    score_bytes = 0.0
+    if implementation.attention == "materialized" and implementation.recompute(layout).attention < 1:
+        score_bytes = (5 if implementation.dropout else 4) * job.config.n_heads * job.seq_len / layout.tp
+    stages = [_stage_memory(job, layout, n_microbatches, True, sp, score_bytes)]
     if layout.pp > 1:
-        stages.append(_stage_memory(job, layout, n_microbatches, first_stage=False))
+        stages.append(_stage_memory(job, layout, n_microbatches, False, sp, score_bytes))
     return max(stages, key=lambda memory: memory.total)
 
 
-def recompute_flops_per_token(config: ModelConfig, seq_len: int, recompute: str) -> float:
-    """Extra forward FLOPs per token: full reruns each block's forward (2·N_layers + 4·L·d·s); the
-    selective policy keeps every matmul and attention output, so it reruns only elementwise work
-    (norms, rotary, gating), which is not counted."""
-    if recompute == "full":
-        return 2.0 * config.n_layers * layer_params(config) + 4.0 * config.n_layers * config.dim * seq_len
-    return 0.0
+def recompute_flops_per_token(config: ModelConfig, seq_len: int, recomputation: Recomputation) -> float:
+    """Extra forward FLOPs per token the backward reruns: a share of each block's matmuls (2 FLOPs per
+    weight per token; full recomputation reruns all, 2·N_layers) and of its attention scores
+    (4·d·s per layer). Elementwise work is not counted as FLOPs."""
+    matmul_weights = layer_params(config) - layer_norm_params(config)
+    return config.n_layers * (recomputation.matmuls * 2.0 * matmul_weights
+                              + recomputation.attention * 4.0 * config.dim * seq_len)
 
 
-def _link(group_span: int, accelerator: Accelerator) -> float:
-    """Bandwidth of a collective whose ranks span ``group_span`` consecutive GPUs."""
-    within_node = group_span <= accelerator.devices_per_node
-    return accelerator.intra_node_bandwidth if within_node else accelerator.inter_node_bandwidth
+def time_model_for(accelerator: Accelerator, compute_efficiency: float | None = None) -> TimeModel:
+    """The flat model when ``compute_efficiency`` is given, else the accelerator's calibration."""
+    if compute_efficiency is not None:
+        return TimeModel.flat_efficiency(compute_efficiency)
+    return calibrated_time_model(accelerator)
 
 
-def estimate(job: Job, layout: Layout, accelerator: Accelerator, compute_efficiency: float = 0.5,
-             dp_overlap: float = 0.0) -> Estimate:
+def estimate(job: Job, layout: Layout, accelerator: Accelerator, compute_efficiency: float | None = None,
+             dp_overlap: float | None = None, time_model: TimeModel | None = None,
+             implementation: Implementation = TRAINER) -> Estimate:
     """Predict memory, FLOPs, communication and iteration time of ``job`` on ``layout``.
 
-    ``compute_efficiency`` is the fraction of ``accelerator.peak_flops`` the matmuls reach;
-    ``dp_overlap`` the fraction of data-parallel communication hidden behind backward compute.
+    Time comes from ``time_model`` if given, else from the flat model at ``compute_efficiency`` if
+    given (every FLOP at that fraction of ``accelerator.peak_flops``, ``dp_overlap`` of the
+    data-parallel communication hidden), else from the accelerator's calibrated constants
+    (``ai_system/planning/time_model.py``). ``implementation`` describes software other than this
+    trainer, for holding the model against published runs; ``search`` never sets it.
     Ranks are ordered tp innermost, then dp, then pp (``Layout.build_mesh``).
     """
-    if not 0 < compute_efficiency <= 1:
-        raise ValueError(f"compute_efficiency must be in (0, 1], got {compute_efficiency}")
-    if not 0 <= dp_overlap <= 1:
+    model = time_model or time_model_for(accelerator, compute_efficiency)
+    if dp_overlap is not None and not model.flat:
+        raise ValueError(f"dp_overlap={dp_overlap} applies to the flat model (compute_efficiency); the calibrated "
+                         "model derives overlap from when each block's collectives run")
+    if dp_overlap is not None and not 0 <= dp_overlap <= 1:
         raise ValueError(f"dp_overlap must be in [0, 1], got {dp_overlap}")
+    if not model.flat and accelerator.memory_bandwidth is None:
+        raise ValueError(f"accelerator {accelerator.name!r} has no memory bandwidth, which the calibrated time "
+                         "model needs; give it one or plan with compute_efficiency (the flat model)")
     config, precision = job.config, job.precision
     layout.check(config, job.global_batch)
     m = layout.microbatches(job.global_batch)
-    first_layers, last_layers = stage_layer_counts(config.n_layers, layout.pp)
-
-    model_per_token = config.train_flops_per_token(job.seq_len)
-    extra_per_token = recompute_flops_per_token(config, job.seq_len, layout.recompute)
-    layer_per_token = (6.0 * layer_params(config) + 12.0 * config.dim * job.seq_len
-                       + extra_per_token / config.n_layers)
-    head_per_token = 6.0 * config.vocab_size * config.dim
-    if layout.pp == 1:
-        stage_per_token = config.n_layers * layer_per_token + head_per_token
-    else:
-        stage_per_token = max(first_layers * layer_per_token, last_layers * layer_per_token + head_per_token)
-    tokens_mb = job.global_batch // (layout.dp * m) * job.seq_len
-    e = precision.activation_bytes
-    compute_mb = tokens_mb * stage_per_token / layout.tp / (accelerator.peak_flops * compute_efficiency)
-
-    tp_collectives = 4 + (2 if layout.recompute == "full" else 0)
-    tp_bytes_mb = first_layers * tp_collectives * 2 * (layout.tp - 1) / layout.tp * tokens_mb * config.dim * e
-    tp_mb = tp_bytes_mb / _link(layout.tp, accelerator)
-    pp_bytes_mb = 2 * tokens_mb * config.dim * e / layout.tp if layout.pp > 1 else 0.0
-    pp_mb = pp_bytes_mb / _link(layout.tp * layout.dp * layout.pp, accelerator)
-
-    memory = memory_per_gpu(job, layout, m)
-    local_params = (memory.parameters / precision.param_bytes) * (layout.dp if layout.zero >= 3 else 1)
-    ring = (layout.dp - 1) / layout.dp
-    grads = local_params * precision.grad_bytes
-    if layout.zero == 3:
-        dp_bytes = ring * (2 * local_params * precision.param_bytes + grads)
-    elif layout.zero == 2:
-        dp_bytes = ring * (grads + local_params * precision.param_bytes)
-    else:
-        dp_bytes = 2 * ring * grads
-    dp_seconds = dp_bytes / _link(layout.tp * layout.dp, accelerator) * (1 - dp_overlap)
-
-    per_mb = compute_mb + tp_mb + pp_mb
-    bubble = bubble_fraction(layout.pp, m, layout.virtual_stages)
-    idle_mb = (layout.pp - 1) / layout.virtual_stages
     tokens = job.tokens_per_iteration
+    model_per_token = config.train_flops_per_token(job.seq_len)
+    extra_per_token = recompute_flops_per_token(config, job.seq_len, implementation.recompute(layout))
+    seconds = iteration_seconds(config, layout, job.global_batch, job.seq_len, accelerator, model, implementation,
+                                precision.activation_bytes, precision.param_bytes, dp_overlap or 0.0)
     return Estimate(
-        job=job, layout=layout, accelerator=accelerator, n_microbatches=m, memory=memory,
+        job=job, layout=layout, accelerator=accelerator, n_microbatches=m,
+        memory=memory_per_gpu(job, layout, m, implementation),
         model_flops=model_per_token * tokens, hardware_flops=(model_per_token + extra_per_token) * tokens,
-        bubble=bubble,
-        communication_bytes={"tp": tp_bytes_mb * m, "pp": pp_bytes_mb * m, "dp": dp_bytes},
-        seconds={"compute": compute_mb * m, "tp": tp_mb * m, "pp": pp_mb * m, "bubble": idle_mb * per_mb,
-                 "dp": dp_seconds},
+        bubble=bubble_fraction(layout.pp, m, layout.virtual_stages), seconds=seconds, time_model=model,
     )
 
 
-def _powers_of_two(limit: int) -> list[int]:
-    return [1 << i for i in range(limit.bit_length()) if (1 << i) <= limit]
+MAX_VIRTUAL_STAGES = 8
+
+
+def _divisors(count: int, limit: int) -> list[int]:
+    """Divisors of ``count`` up to ``limit`` (none of 0)."""
+    return [value for value in range(1, min(count, limit) + 1) if count % value == 0]
 
 
 def candidate_layouts(job: Job, accelerator: Accelerator, n_gpus: int) -> list[Layout]:
-    """Every tp × pp × dp × micro-batch × ZeRO × recompute layout of ``n_gpus`` the job admits.
+    """Every tp × pp × dp × micro-batch × ZeRO × recompute × schedule layout of ``n_gpus`` the job admits.
 
-    TP stays within a node (powers of two up to its GPU count); PP divides the layers; interleaving
-    (2 virtual stages) is tried with every pipeline; a layout is kept if ``Layout.check`` accepts it
-    for this model and batch, so every candidate is one the trainer runs.
+    TP stays within a node (powers of two up to its GPU count); PP takes any stage count up to the
+    layers (uneven stages give the remainder to the earliest); micro-batches divide each replica's
+    batch; interleaving tries every count of stages per rank up to ``MAX_VIRTUAL_STAGES`` that
+    splits the layers evenly; a layout is kept if ``Layout.check`` accepts it for this model and
+    batch, so every candidate is one the trainer runs.
     """
     layouts = []
-    for tp in _powers_of_two(accelerator.devices_per_node):
-        for pp in (p for p in range(1, job.config.n_layers + 1) if job.config.n_layers % p == 0):
-            if n_gpus % (tp * pp):
-                continue
+    n_layers = job.config.n_layers
+    per_node = accelerator.devices_per_node
+    for tp in (1 << i for i in range(per_node.bit_length()) if 1 << i <= per_node):
+        for pp in _divisors(n_gpus // tp if n_gpus % tp == 0 else 0, n_layers):
             dp = n_gpus // (tp * pp)
             if job.global_batch % dp:
                 continue
-            for micro_batch in _powers_of_two(job.global_batch // dp):
-                schedules = [("1f1b", 1)] + ([("interleaved-1f1b", 2)] if pp > 1 else [])
-                for zero, recompute, (schedule, virtual) in itertools.product(ZERO_STAGES if dp > 1 else (3,),
-                                                                              RECOMPUTE, schedules):
-                    layout = Layout(dp=dp, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, schedule=schedule,
-                                    virtual_stages=virtual, recompute=recompute)
-                    try:
-                        layout.check(job.config, job.global_batch)
-                    except ValueError:
-                        continue
-                    layouts.append(layout)
+            schedules = [("1f1b", 1)] + [("interleaved-1f1b", v) for v in range(2, MAX_VIRTUAL_STAGES + 1)
+                                          if pp > 1 and n_layers % (pp * v) == 0]
+            for micro_batch, zero, recompute, (schedule, virtual) in itertools.product(
+                    _divisors(job.global_batch // dp, job.global_batch), ZERO_STAGES if dp > 1 else (3,), RECOMPUTE,
+                    schedules):
+                layout = Layout(dp=dp, tp=tp, pp=pp, zero=zero, micro_batch=micro_batch, schedule=schedule,
+                                virtual_stages=virtual, recompute=recompute)
+                try:
+                    layout.check(job.config, job.global_batch)
+                except ValueError:
+                    continue
+                layouts.append(layout)
     return layouts
 
 
-def search(job: Job, accelerator: Accelerator, n_gpus: int, compute_efficiency: float = 0.5,
-           dp_overlap: float = 0.0, usable_memory: float = USABLE_MEMORY) -> list[Estimate]:
-    """Layouts that fit (``Estimate.fits``), fastest first; among equally fast ones the simplest (least
-    recomputation, fewest micro-batches), then the one with the least memory."""
+def ranked(results: list[Estimate]) -> list[Estimate]:
+    """Fastest first; among equally fast, the simplest (least recomputation, fewest micro-batches),
+    then the one with the least memory."""
+    return sorted(results, key=lambda result: (result.iteration_seconds, RECOMPUTE.index(result.layout.recompute),
+                                               result.n_microbatches, result.memory.total))
+
+
+def search(job: Job, accelerator: Accelerator, n_gpus: int, compute_efficiency: float | None = None,
+           dp_overlap: float | None = None, usable_memory: float = USABLE_MEMORY,
+           time_model: TimeModel | None = None) -> list[Estimate]:
+    """Layouts of this trainer that fit (``Estimate.fits``), ranked (``ranked``). Time as ``estimate``
+    takes it: ``time_model``, else the flat model at ``compute_efficiency``, else the calibration."""
     if n_gpus < 1:
         raise ValueError(f"n_gpus must be >= 1, got {n_gpus}")
     if not 0 < usable_memory <= 1:
         raise ValueError(f"usable_memory must be in (0, 1], got {usable_memory}")
+    model = time_model or time_model_for(accelerator, compute_efficiency)
     fitting = []
     for layout in candidate_layouts(job, accelerator, n_gpus):
-        result = estimate(job, layout, accelerator, compute_efficiency, dp_overlap)
+        result = estimate(job, layout, accelerator, dp_overlap=dp_overlap, time_model=model)
         if result.fits(usable_memory):
             fitting.append(result)
-    return sorted(fitting, key=lambda result: (result.iteration_seconds, RECOMPUTE.index(result.layout.recompute),
-                                               result.n_microbatches, result.memory.total))
+    return ranked(fitting)
 
 
 def run_summary(result: Estimate, training_tokens: float | None = None,
@@ -361,7 +366,6 @@ def run_summary(result: Estimate, training_tokens: float | None = None,
         "bubble": result.bubble,
         "model_pflop_per_iteration": result.model_flops / 1e15,
         "hardware_pflop_per_iteration": result.hardware_flops / 1e15,
-        **{f"{name}_comm_gb": value / 1e9 for name, value in result.communication_bytes.items()},
         **{f"{name}_seconds": value for name, value in result.seconds.items()},
         "iteration_seconds": result.iteration_seconds,
         "mfu": result.mfu,

@@ -303,3 +303,46 @@ def load_published_runs(path: Path | str = PUBLISHED_RUNS_CSV) -> list[Published
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None
     return runs
+
+
+UNIT_LABELS = {"tflops_per_gpu": "TFLOP/s/GPU", "percent_of_peak": "% of peak", "tokens_per_s_per_gpu": "tok/s/GPU",
+               "s_per_iteration": "s/iter"}
+TABLE_HEADER = ("Run", "Model", "GPUs", "TP·CP·PP·DP", "v", "ZeRO", "Recompute", "SP", "Batch (global / micro)", "Seq",
+                "Precision", "Published", "Cross-check", "tok/s/GPU", "Source")
+EMPTY = "–"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return EMPTY
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _figure(measurement: Measurement | None) -> str:
+    return EMPTY if measurement is None else f"{measurement.value:g} {UNIT_LABELS[measurement.unit]}"
+
+
+def _schedule(run: PublishedRun) -> str:
+    if run.virtual_stages is not None:
+        return str(run.virtual_stages)
+    return "yes (v ?)" if run.interleaved else _cell(run.interleaved)
+
+
+def runs_table(runs: list[PublishedRun]) -> list[str]:
+    """The runs as the Markdown table of ``docs/systems/published-runs.md``, which a test holds to it."""
+    lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + " --- |" * len(TABLE_HEADER)]
+    for run in runs:
+        layout = "·".join(_cell(size) for size in (run.tp, run.cp, run.pp, run.dp))
+        cells = (f"`{run.run_id}`", run.model, f"{run.gpu_count} × {run.gpu}", layout, _schedule(run),
+                 _cell(run.zero_stage), _cell(run.recompute), _cell(run.sequence_parallel),
+                 f"{_cell(run.global_batch)} / {_cell(run.micro_batch)}", str(run.seq_len), run.precision,
+                 _figure(run.throughput), _figure(run.cross_check), f"{run.tokens_per_second_per_gpu():.4g}",
+                 f"[{run.source.split(':')[0]}]({run.url}), {run.reference}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(runs_table(load_published_runs())))

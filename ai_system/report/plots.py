@@ -121,17 +121,42 @@ def plot_vs_x(name: str, rows: list[Row], path: Path) -> None:
     _finish(fig, ax, name, has_reference, path)
 
 
+def is_scatter(xs: list[float]) -> bool:
+    """A series whose x values are not in order is a scatter of points, not a line."""
+    return any(later < earlier for earlier, later in zip(xs, xs[1:], strict=False))
+
+
+def same_quantity(x_name: str, y_name: str) -> bool:
+    """``published_tokens_per_s`` against ``predicted_tokens_per_s``: one quantity, two sources."""
+    return x_name.partition("_")[2] == y_name.partition("_")[2] != ""
+
+
 def plot_curve(name: str, rows: list[Row], path: Path) -> None:
-    """A metric's own series (a loss per step, a rate per size), one panel per y quantity."""
+    """A metric's own series (a loss per step, a rate per size), one panel per y quantity.
+
+    A series with unordered x is drawn as points; one quantity against another source of the same
+    quantity (predicted against measured) gets the line y = x, where the two agree.
+    """
     x_name, *y_names = rows[0].metric.curve
     fig, axes = plt.subplots(1, len(y_names), figsize=(8 * len(y_names), 4), squeeze=False)
     has_reference = False
     for ax, y_name in zip(axes[0], y_names, strict=True):
+        xs_all = []
         for row, label in zip(rows, _line_labels(rows), strict=True):
-            ax.plot(row.metric.curve[x_name], row.metric.curve[y_name], marker="." if len(
-                row.metric.curve[x_name]) < 20 else None, label=label)
+            xs = row.metric.curve[x_name]
+            xs_all += xs
+            if is_scatter(xs):
+                ax.plot(xs, row.metric.curve[y_name], linestyle="none", marker="o", label=label)
+            else:
+                ax.plot(xs, row.metric.curve[y_name], marker="." if len(xs) < 20 else None, label=label)
         if y_name == rows[0].metric.unit or len(y_names) == 1:
             has_reference |= draw_references(ax, [row.metric for row in rows])
+        if is_scatter(xs_all) and same_quantity(x_name, y_name):
+            ax.plot([min(xs_all), max(xs_all)], [min(xs_all), max(xs_all)], label=f"{y_name.partition('_')[0]} "
+                    f"= {x_name.partition('_')[0]}", **LIMIT_STYLE)
+            has_reference = True
+        if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 100:
+            ax.set_xscale("log")
         ax.set_xlabel(x_name.replace("_", " "))
         ax.set_ylabel(y_name.replace("_", " "))
         _axes_style(ax, [value for line in ax.get_lines() for value in line.get_ydata()])

@@ -25,8 +25,8 @@ from ai_system.training.config import TrainConfig
 from ai_system.training.parity import compare_layouts
 
 ONE_TRILLION = get_config("1T")
-FLEET = {"gpu": "H100-SXM", "gpus": 2048, "global_batch": 1536, "seq_len": 2048, "efficiency": 0.5,
-         "training_tokens": 1e12, "price_per_gpu_hour": 2.5}
+FLEET = {"gpu": "H100-SXM", "gpus": 2048, "global_batch": 1536, "seq_len": 2048, "training_tokens": 1e12,
+         "price_per_gpu_hour": 2.5}
 MEGATRON_1T = {"gpu": "A100-80GB", "layout": Layout(dp=6, tp=8, pp=64, zero=0, micro_batch=1, recompute="full"),
                "global_batch": 3072, "published_tflops_per_gpu": 163}
 
@@ -34,13 +34,13 @@ MEGATRON_1T = {"gpu": "A100-80GB", "layout": Layout(dp=6, tp=8, pp=64, zero=0, m
 def plan() -> dict:
     """The planner's layout for the stated fleet, and its estimate for Megatron-LM's published 1T run."""
     job = Job(ONE_TRILLION, seq_len=FLEET["seq_len"], global_batch=FLEET["global_batch"])
-    ranked = search(job, get_accelerator(FLEET["gpu"]), FLEET["gpus"], compute_efficiency=FLEET["efficiency"])
+    ranked = search(job, get_accelerator(FLEET["gpu"]), FLEET["gpus"])
     top = [run_summary(result, FLEET["training_tokens"], FLEET["price_per_gpu_hour"]) for result in ranked[:5]]
     megatron = estimate(Job(ONE_TRILLION, seq_len=2048, global_batch=MEGATRON_1T["global_batch"]),
-                        MEGATRON_1T["layout"], get_accelerator(MEGATRON_1T["gpu"]),
-                        compute_efficiency=FLEET["efficiency"])
+                        MEGATRON_1T["layout"], get_accelerator(MEGATRON_1T["gpu"]))
     achieved = megatron.hardware_flops / megatron.iteration_seconds / megatron.layout.world_size / 1e12
-    return {"kind": "projected", "fleet": FLEET, "layouts_that_fit": len(ranked), "top": top,
+    return {"kind": "projected", "fleet": FLEET, "time_model": ranked[0].time_model.source,
+            "layouts_that_fit": len(ranked), "top": top,
             "megatron_1t_check": {"layout": megatron.layout.label(), "gpu": MEGATRON_1T["gpu"],
                                   "predicted_tflops_per_gpu": achieved,
                                   "published_tflops_per_gpu": MEGATRON_1T["published_tflops_per_gpu"],

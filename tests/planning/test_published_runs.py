@@ -14,6 +14,7 @@ from ai_system.planning.published_runs import (
     UNITS,
     PublishedRun,
     load_published_runs,
+    runs_table,
 )
 
 RUNS = load_published_runs()
@@ -149,3 +150,9 @@ def test_header_must_match_the_columns(tmp_path: Path) -> None:
     path.write_text("run_id,source\nx,y\n")
     with pytest.raises(ValueError, match="header does not match"):
         load_published_runs(path)
+
+
+def test_docs_page_shows_the_generated_runs_table() -> None:
+    """Regenerate with ``python -m ai_system.planning.published_runs`` if the CSV changes."""
+    page = Path(__file__).resolve().parents[2] / "docs" / "systems" / "published-runs.md"
+    assert "\n".join(runs_table(RUNS)) in page.read_text()

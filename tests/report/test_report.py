@@ -13,7 +13,7 @@ from ai_system.report.format import format_value
 from ai_system.report.headline import headlines
 from ai_system.report.load import Row, Run, load_results, newest_rows
 from ai_system.report.pages import seed_table_rows
-from ai_system.report.plots import draw_references
+from ai_system.report.plots import draw_references, is_scatter, same_quantity
 from ai_system.report.tables import detail_tables
 
 HARDWARE = {"cpu_model": "Test CPU", "cpu_cores": 2, "ram_gib": 8.0, "gpu": None, "python": "3.11",
@@ -244,3 +244,15 @@ def test_compare_names_a_missing_run_in_one_line(results, capsys):
 def test_report_needs_an_existing_results_folder(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_predicted_against_measured_is_drawn_as_points_with_the_diagonal(tmp_path):
+    scatter = Metric(name="planner_vs_published", value=5.0, unit="%", better="lower", area="parallel",
+                     scale="published runs", curve={"published_rate": [300.0, 10.0, 2000.0],
+                                                    "predicted_rate": [280.0, 11.0, 2100.0]})
+    assert is_scatter(scatter.curve["published_rate"]) and not is_scatter(CURVE.curve["step"])
+    assert same_quantity("published_rate", "predicted_rate") and not same_quantity("step", "loss")
+    results = tmp_path / "results"
+    write_run(results, "2026-03-01T00:00:00+00:00", "c" * 40, {"benchmarks/test_parallel_x.py::test_runs": [scatter]})
+    assert main(["report", "--results", str(results), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "img" / "parallel-planner-vs-published-curve.png").exists()
