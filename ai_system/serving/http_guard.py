@@ -62,12 +62,18 @@ def _raw_response(status: int, message: str, kind: str = "invalid_request_error"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
+class _HeadersTooLarge(Exception):
+    pass
+
+
 def guarded_http_protocol(limits: HTTPLimits, count: ErrorCounter) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a header-section deadline and size bound (pass as ``http=``)."""
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             self._header_bytes = 0
+            self._header_sections = 0
+            self._pending_refusal: tuple[int, str, str] | None = None
             self._awaiting_headers = True
             self._header_timer: asyncio.TimerHandle | None = None
             super().connection_made(transport)
@@ -78,17 +84,30 @@ def guarded_http_protocol(limits: HTTPLimits, count: ErrorCounter) -> type[HttpT
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            """Counts a chunk as header bytes only if it lies wholly inside one header section: a chunk
+            that holds a whole request, or ends a body and starts the next request, is not counted here
+            (``on_headers_complete`` measures that section exactly), so a miss holds at most one read."""
+            inside_before, sections_before = self._awaiting_headers, self._header_sections
             super().data_received(data)
-            if self._awaiting_headers and not self.transport.is_closing():
+            if inside_before and self._awaiting_headers and self._header_sections == sections_before \
+                    and not self.transport.is_closing():
                 self._header_bytes += len(data)
                 if self._header_bytes > limits.max_header_bytes:
                     self._refuse(431, "headers_too_large", f"request header section is larger than "
                                                           f"{limits.max_header_bytes} bytes")
 
         def on_headers_complete(self) -> None:
+            """Measures the parsed section exactly (a section that arrived in one read was not counted)
+            and refuses it before the app runs; raising stops the parser, which calls ``send_400_response``."""
+            self._header_sections += 1
             self._awaiting_headers = False
             self._header_bytes = 0
             self._disarm_header_timer()
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > limits.max_header_bytes:
+                self._pending_refusal = (431, "headers_too_large", f"request header section is larger than "
+                                                                   f"{limits.max_header_bytes} bytes")
+                raise _HeadersTooLarge
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
@@ -101,7 +120,8 @@ def guarded_http_protocol(limits: HTTPLimits, count: ErrorCounter) -> type[HttpT
                 self._arm_header_timer()
 
         def send_400_response(self, msg: str) -> None:
-            self._refuse(400, "invalid_http", f"not a valid HTTP/1.1 request ({msg.rstrip('.')})")
+            self._refuse(*(self._pending_refusal or
+                           (400, "invalid_http", f"not a valid HTTP/1.1 request ({msg.rstrip('.')})")))
 
         def _refuse(self, status: int, kind: str, message: str) -> None:
             count(kind)
