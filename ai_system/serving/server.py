@@ -326,14 +326,17 @@ def served_model(args: argparse.Namespace) -> tuple[ModelSpec, Tokenizer, str]:
     return spec, tokenizer_for_vocab(get_config(config_name).vocab_size), config_name
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port``, bound before the model loads so a bad address fails at once."""
+def bind_address(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` before the model loads, so a bad or busy address fails at once.
+
+    It does not listen yet: until uvicorn starts serving on it, connections are refused rather than
+    left waiting in the backlog while the model loads.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)
     except OSError as error:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
@@ -343,9 +346,9 @@ def listen(host: str, port: int) -> socket.socket:
 def serve(args: argparse.Namespace) -> int:
     """``ai-system serve``: load the model, start the engine, serve until SIGINT/SIGTERM.
 
-    The address is bound and the engine started before HTTP serves, so a bad address or a
-    checkpoint that does not load ends the command with its reason (exit 2) instead of a server
-    that never becomes ready.
+    The checkpoint is inspected, the address bound and the engine started before HTTP serves, so a
+    bad checkpoint or address ends the command with its reason (exit 2) instead of a server that
+    never becomes ready.
     """
     try:
         api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
@@ -357,8 +360,8 @@ def serve(args: argparse.Namespace) -> int:
         engine_config = EngineConfig(max_batch_size=args.max_batch_size, max_queue_size=args.max_queue_size,
                                      max_queue_delay_ms=args.max_queue_delay_ms, prefill_chunk=args.prefill_chunk,
                                      seed=args.seed)
-        sock = listen(args.host, args.port)
         spec, tokenizer, model_name = served_model(args)
+        sock = bind_address(args.host, args.port)
         engine = build_engine(spec, engine_config, in_process=args.engine == "thread").start()
     except (OSError, RuntimeError, ValueError) as error:
         print(f"ai-system serve: error: {error}", file=sys.stderr)

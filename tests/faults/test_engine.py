@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from serving.harness import wait_until_generating
+from serving.harness import break_model, wait_until_generating
 
 from ai_system.inference.engine import (
     MAX_CONSECUTIVE_FAILED_STEPS,
@@ -93,17 +93,7 @@ def test_one_poisoned_request_among_many_leaves_the_others_correct(engine_factor
 
 
 def test_an_iteration_that_raises_fails_only_the_requests_it_ran(make_recorder):
-    model = load_model("debug")
-    forward = model.forward
-    calls = {"n": 0}
-
-    def fails_once(*args: object, **kwargs: object) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("transient device error")
-        return forward(*args, **kwargs)
-
-    model.forward = fails_once
+    model = break_model(load_model("debug"), "transient device error", calls={2})
     engine = EngineThread(model, EngineConfig(max_batch_size=1)).start()
     try:
         first, second = make_recorder(), make_recorder()
@@ -121,12 +111,7 @@ def test_an_iteration_that_raises_fails_only_the_requests_it_ran(make_recorder):
 def test_a_model_that_keeps_failing_stops_the_engine_so_health_checks_fail(make_recorder):
     """Consecutive failed iterations mean the model or device is broken for everyone: every request
     is told, and the engine stops so ``/healthz`` asks the orchestrator for a restart."""
-    model = load_model("debug")
-
-    def broken_forward(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("device lost")
-
-    model.forward = broken_forward
+    model = break_model(load_model("debug"), "device lost")
     engine = EngineThread(model, EngineConfig(max_batch_size=1, max_queue_size=8)).start()
     recorders = [make_recorder() for _ in range(MAX_CONSECUTIVE_FAILED_STEPS + 2)]
     for recorder in recorders:

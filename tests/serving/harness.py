@@ -37,6 +37,20 @@ def slow_down(model: torch.nn.Module, seconds: float) -> torch.nn.Module:
     return model
 
 
+def break_model(model: torch.nn.Module, message: str, calls: set[int] | None = None) -> torch.nn.Module:
+    """Make ``model``'s forward raise ``RuntimeError(message)`` on the given 1-based calls (all if None)."""
+    forward, count = model.forward, {"calls": 0}
+
+    def broken_forward(*args: object, **kwargs: object) -> torch.Tensor:
+        count["calls"] += 1
+        if calls is None or count["calls"] in calls:
+            raise RuntimeError(message)
+        return forward(*args, **kwargs)
+
+    model.forward = broken_forward
+    return model
+
+
 class Recorder:
     """Collects a request's events and signals when it ends (an ``on_event`` for tests)."""
 

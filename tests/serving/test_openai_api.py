@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-import torch
 
 from ai_system.data.tokenizer import ByteTokenizer
 from ai_system.inference.engine import EngineConfig, EngineThread, load_model
@@ -19,7 +18,7 @@ from ai_system.inference.generate import SamplingParams, generate
 from ai_system.serving.chat_template import format_chat
 from ai_system.serving.server import create_app
 from ai_system.serving.threaded import ThreadedServer
-from serving.harness import running_server, wait_for
+from serving.harness import break_model, running_server, wait_for
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."}]
 
@@ -137,17 +136,8 @@ def test_a_full_queue_is_the_sdks_rate_limit_error(slow_server_factory):
 def test_an_engine_failure_mid_stream_is_the_sdks_api_error():
     """The engine fails the one request whose iteration raised; the stream ends with an error event,
     which the SDK raises as ``APIError`` with the engine's message."""
-    model = load_model("debug", seed=0)
-    forward, calls = model.forward, {"n": 0}
-
-    def fails_on_the_third_call(*args: object, **kwargs: object) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("device lost")
-        return forward(*args, **kwargs)
-
-    model.forward = fails_on_the_third_call
-    engine = EngineThread(model, EngineConfig(max_batch_size=1))
+    engine = EngineThread(break_model(load_model("debug", seed=0), "device lost", calls={3}),
+                          EngineConfig(max_batch_size=1))
     http = ThreadedServer(create_app(engine, ByteTokenizer(), "debug"))
     http.start(ready=lambda: engine.ready)
     try:
