@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from http import HTTPStatus
 
@@ -56,8 +55,8 @@ class HTTPLimits:
                 raise ValueError(f"HTTPLimits.{spec.name} must be a positive finite number, got {value!r}")
 
 
-def _raw_response(status: int, message: str, kind: str = "invalid_request_error") -> bytes:
-    body = error_body(status, message, kind)
+def _raw_response(status: int, message: str) -> bytes:
+    body = error_body(status, message)
     return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
@@ -226,7 +225,7 @@ class RequestGuard:
         await error_response(error)(scope, receive, send)
 
 
-def _replay(body: bytes, receive: Receive) -> Callable[[], object]:
+def _replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that hands the app the body already read, then the connection's own events."""
     delivered = False
 
