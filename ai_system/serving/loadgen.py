@@ -239,10 +239,16 @@ def submit_and_wait(engine: Engine, prompts: Sequence[list[int]], params: Sampli
 
 
 def loadtest(args: argparse.Namespace) -> int:
-    """``ai-system loadtest``: open-loop load against a running server; prints the report as JSON."""
+    """``ai-system loadtest``: open-loop load against a running server; prints the report as JSON.
+
+    The JSON is standard: a figure with no value (a percentile when no request succeeded, the offered
+    rate of ``--rate inf``) is ``null``, not ``NaN`` or ``Infinity``. Exit code 1 if any request failed.
+    """
     report = open_loop(args.url, rate=args.rate, count=args.count, prompt=args.prompt, max_tokens=args.max_tokens,
                        burstiness=args.burstiness, seed=args.seed, slo_s=args.slo_ms / 1000, stream=args.stream)
-    print(json.dumps(asdict(report), indent=2))
+    fields = {name: None if isinstance(value, float) and not math.isfinite(value) else value
+              for name, value in asdict(report).items()}
+    print(json.dumps(fields, indent=2, allow_nan=False))
     return 0 if report.failed == 0 else 1
 
 

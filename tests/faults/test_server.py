@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from serving.harness import RunningServer, running_server, wait_for
+from serving.harness import RunningServer, metric_samples, running_server, wait_for
 
 from ai_system.cli import main
 from ai_system.inference.engine import EngineConfig, load_model
@@ -36,9 +36,8 @@ def tight() -> Iterator[RunningServer]:
 
 
 def errors_counted(server: RunningServer) -> dict[str, float]:
-    text = httpx.get(f"{server.url}/metrics").text
-    return {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
-            if line.startswith("aisys_request_errors_total{")}
+    return {name.split('"')[1]: value for name, value in metric_samples(server.url).items()
+            if name.startswith("aisys_request_errors_total{")}
 
 
 def assert_error_shape(body: bytes | str, status: int, text: str) -> dict:

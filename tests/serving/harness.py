@@ -69,6 +69,16 @@ class Recorder:
         return self.events[-1]
 
 
+def metric_samples(url: str) -> dict[str, float]:
+    """Every sample of the server's /metrics, by name with its labels (``name{label="value"}``)."""
+    samples = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name and not line.startswith("#"):
+            samples[name] = float(value)
+    return samples
+
+
 @dataclass
 class RunningServer:
     url: str
@@ -81,11 +91,7 @@ class RunningServer:
 
     def metric(self, name: str) -> float:
         """The value of one sample line of /metrics (``name`` includes any labels)."""
-        text = httpx.get(f"{self.url}/metrics").text
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return 0.0
+        return metric_samples(self.url).get(name, 0.0)
 
     def stop(self) -> None:
         self.server.should_exit = True

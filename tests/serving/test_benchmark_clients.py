@@ -23,6 +23,7 @@ from ai_system.serving.chat_template import format_chat
 from ai_system.serving.hub_cache import write_hub_cache
 from ai_system.serving.server import create_app
 from ai_system.serving.threaded import ThreadedServer
+from serving.harness import metric_samples, wait_for
 
 TEXTS = ["hello world", "def main() -> None:\n    print('héllo 🎉')\n", "  two  spaces\tand a tab"]
 CHAT = [("system", "Be terse."), ("user", "Hi {{ there }}"), ("assistant", "Hello."), ("user", "Bye")]
@@ -56,7 +57,12 @@ def test_hub_cache_command_refuses_a_bad_repo_id_in_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_guidellm_benchmarks_the_server_unmodified(tmp_path):
     """GuideLLM checks ``/health``, reads ``/v1/models``, then streams chat completions with usage; 8
-    requests, 2 at a time, every one must succeed with exactly the asked number of output tokens."""
+    requests, 2 at a time. Every request it reports must have succeeded with exactly the asked number
+    of output tokens, and the server must have answered all 8 without an error.
+
+    GuideLLM 0.8 can finalize its report while its last request is still in flight (seen once on
+    the contended machine: the server answered all 8, the report counted 7 of 7), so the number of
+    requests in the report is not pinned; the server's own count is."""
     pytest.importorskip("guidellm", reason="GuideLLM comes with the dev extra")
     engine = EngineThread(load_model("debug", seed=0), EngineConfig(max_batch_size=4))
     http = ThreadedServer(create_app(engine, ByteTokenizer(), "ai-system/debug"))
@@ -72,11 +78,15 @@ def test_guidellm_benchmarks_the_server_unmodified(tmp_path):
              "--output", f"kind=json,path={report}", "--disable-progress"],
             env={**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"},
             capture_output=True, text=True, timeout=300)
+        wait_for(lambda: engine.active == 0 and engine.queue_depth == 0)
+        served = metric_samples(http.url)
     finally:
         http.stop()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert served['aisys_request_latency_seconds_count{stream="true"}'] == 8
+    assert sum(value for name, value in served.items() if name.startswith("aisys_request_errors_total")) == 0
     benchmark = json.loads(report.read_text())["benchmarks"][0]
     totals = benchmark["metrics"]["request_totals"]
-    assert totals["successful"] == 8 and totals["errored"] == 0 and totals["incomplete"] == 0
+    assert totals["successful"] >= 1 and totals["errored"] == 0 and totals["incomplete"] == 0, totals
     output_tokens = benchmark["metrics"]["output_token_count"]["successful"]
     assert output_tokens["min"] == output_tokens["max"] == 8
