@@ -326,6 +326,27 @@ def served_model(args: argparse.Namespace) -> tuple[ModelSpec, Tokenizer, str]:
     return spec, tokenizer_for_vocab(get_config(config_name).vocab_size), config_name
 
 
+def available_device(text: str) -> str:
+    """An argparse ``type`` for ``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``).
+
+    Checked when parsed, without touching the device: ``cuda`` on a machine without one would
+    otherwise fail inside the engine with an AssertionError.
+    """
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:0, got {text!r}") from None
+    if device.type == "cpu":
+        return text
+    backend = getattr(torch, device.type, None)
+    present = backend.device_count() if backend is not None and hasattr(backend, "device_count") \
+        and backend.is_available() else 0
+    if (device.index or 0) >= present:
+        raise argparse.ArgumentTypeError(f"expected a device this machine has, got {text!r} "
+                                         f"({present} {device.type} device{'' if present == 1 else 's'} here)")
+    return text
+
+
 def bind_address(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` before the model loads, so a bad or busy address fails at once.
 
@@ -389,7 +410,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     arg("--served-model-name", default=None,
         help="the model id clients send and /v1/models lists (default: the config or checkpoint directory name)")
     arg("--seed", type=number(int, 0, SEED_LIMIT - 1), default=0)
-    arg("--device", default="cpu", help="torch device for the model, e.g. cpu or cuda")
+    arg("--device", type=available_device, default="cpu", help="torch device for the model, e.g. cpu or cuda")
     arg("--host", default="127.0.0.1",
         help="address to listen on; 0.0.0.0 exposes the server to every network the machine is on (see --api-key)")
     arg("--port", type=number(int, 1, 65535), default=8000)

@@ -17,12 +17,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from serving.harness import RunningServer, metric_samples, running_server, wait_for
 
 from ai_system.cli import main
-from ai_system.inference.engine import EngineConfig, load_model
+from ai_system.data.tokenizer import ByteTokenizer
+from ai_system.inference.engine import EngineConfig, EngineThread, load_model
 from ai_system.inference.generate import SamplingParams, generate
 from ai_system.serving.http_guard import HTTPLimits
+from ai_system.serving.server import create_app
 
 TIGHT = HTTPLimits(max_body_bytes=4096, max_header_bytes=4096, header_timeout_s=1.0, body_timeout_s=1.0,
                    keep_alive_s=1.0)
@@ -183,6 +186,25 @@ def test_every_layer_answers_in_one_shape_and_counts_the_error(server, method, p
     after = errors_counted(server)
     assert after[kind] == before[kind] + 1
     assert sum(after.values()) == sum(before.values()) + 1
+
+
+class BuggyTokenizer(ByteTokenizer):
+    """A tokenizer with a bug, to reach the server's last line of defence."""
+
+    def encode(self, text: str) -> list[int]:
+        raise RuntimeError("secret detail of a tokenizer bug")
+
+
+def test_an_unexpected_exception_is_a_counted_500_in_the_one_shape_without_its_details(caplog):
+    engine = EngineThread(load_model("debug", seed=0), EngineConfig(max_batch_size=1))
+    with TestClient(create_app(engine, BuggyTokenizer(), "debug"), raise_server_exceptions=False) as client:
+        response = client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+        metrics = client.get("/metrics").text
+    assert response.status_code == 500
+    error = assert_error_shape(response.content, 500, "internal error: RuntimeError")
+    assert error["type"] == "server_error" and "secret detail" not in response.text
+    assert 'aisys_request_errors_total{kind="internal_error"} 1.0' in metrics
+    assert "secret detail of a tokenizer bug" in caplog.text, "the traceback goes to the log"
 
 
 def test_the_request_that_killed_the_engine_is_refused_and_the_others_are_answered(server):
@@ -366,6 +388,8 @@ def test_the_openapi_ui_is_off_unless_asked_for(server):
     (["serve", "--body-timeout", "-1"], "argument --body-timeout: expected a number in (0, 3600], got '-1'"),
     (["serve", "--keep-alive-timeout", "1e9"], "argument --keep-alive-timeout: expected a number in (0, 3600]"),
     (["serve", "--log-level", "loud"], "argument --log-level: invalid choice: 'loud'"),
+    (["serve", "--device", "gpu0"], "argument --device: expected a torch device such as cpu, cuda or cuda:0"),
+    (["serve", "--device", "cuda:99"], "argument --device: expected a device this machine has, got 'cuda:99'"),
     (["loadtest", "--rate", "0"], "argument --rate: expected a number > 0 or inf, got '0'"),
     (["loadtest", "--rate", "nan"], "argument --rate: expected a number > 0 or inf, got 'nan'"),
     (["loadtest", "--count", "0"], "argument --count: expected an integer in [1, 1e+07], got '0'"),

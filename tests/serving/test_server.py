@@ -106,7 +106,8 @@ def test_serve_command_serves_a_checkpoint_and_exits_cleanly_on_sigterm(tmp_path
                 assert process.poll() is None, process.stdout.read().decode()
                 return False
 
-        wait_for(ready, timeout_s=60)
+        # two interpreters import torch (the server, then its engine's child): over a minute on a busy 2-core machine
+        wait_for(ready, timeout_s=180)
         answer = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 3}, timeout=30).json()
         assert answer["model"] == "debug-trained"
         expected = generate(model, [list(b"hi")], SamplingParams(max_new_tokens=3))[0]
