@@ -190,6 +190,18 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BPETokenizer:
     return BPETokenizer(tokenizer)
 
 
+def hugging_face_tokenizer(tokenizer: ByteTokenizer | BPETokenizer) -> HFTokenizer:
+    """The same ids as a Hugging Face ``tokenizers`` object, for clients that count tokens with
+    ``transformers``: a BPE is its own; the byte tokenizer becomes a byte-level BPE with no merges,
+    whose token for byte ``b`` has id ``b``."""
+    if isinstance(tokenizer, BPETokenizer):
+        return tokenizer.tokenizer
+    bytes_as_bpe = HFTokenizer(models.BPE(vocab=_byte_alphabet(), merges=[]))
+    bytes_as_bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    bytes_as_bpe.decoder = decoders.ByteLevel()
+    return bytes_as_bpe
+
+
 def corpus_sample(max_bytes: int, root: Path | None = None) -> list[Path]:
     """Standard-library files spread evenly over the sorted list, about ``max_bytes`` in all."""
     files = stdlib_files(root)

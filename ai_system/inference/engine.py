@@ -45,6 +45,8 @@ from ai_system.models.transformer import Transformer
 
 logger = logging.getLogger(__name__)
 
+MAX_CONSECUTIVE_FAILED_STEPS = 3
+
 
 class QueueFullError(RuntimeError):
     """The request queue is at ``max_queue_size``: the caller should shed load (HTTP 429)."""
@@ -128,6 +130,11 @@ def check_request(prompt: list[int], params: SamplingParams, vocab_size: int, ma
     """Raise ValueError if a request can never run on a model of this vocab and context."""
     if not prompt:
         raise ValueError("prompt must hold at least one token, got an empty prompt")
+    if not all(isinstance(token, int) and not isinstance(token, bool) for token in prompt):
+        wrong = next(token for token in prompt if not isinstance(token, int) or isinstance(token, bool))
+        raise ValueError(f"prompt tokens must be integers, got {wrong!r}")
+    if not isinstance(params, SamplingParams):
+        raise ValueError(f"params must be SamplingParams, got {type(params).__name__}")
     if min(prompt) < 0 or max(prompt) >= vocab_size:
         raise ValueError(f"prompt tokens must lie in [0, {vocab_size}), got min {min(prompt)} "
                          f"and max {max(prompt)}")
@@ -330,13 +337,25 @@ class EngineThread:
         return True
 
     def _run(self) -> None:
+        """The engine loop. A failed iteration fails only the requests it ran (``_fail_step``); the loop
+        itself stops only after ``MAX_CONSECUTIVE_FAILED_STEPS`` failures in a row, when the model or
+        device is broken for everyone, so ``running`` turns false and ``/healthz`` asks for a restart."""
+        failed_steps = 0
         try:
             while self._admit():
                 for slot, request in enumerate(self._slots):
                     if request is not None and request.cancelled:
                         self._finish(slot, request, Event("done", reason="cancelled"))
-                if self.active:
+                if not self.active:
+                    continue
+                try:
                     self._step()
+                    failed_steps = 0
+                except Exception as error:  # noqa: BLE001 - fail this iteration's requests, keep serving the rest
+                    failed_steps += 1
+                    if failed_steps >= MAX_CONSECUTIVE_FAILED_STEPS:
+                        raise
+                    self._fail_step(error)
         except Exception as error:  # noqa: BLE001 - report to every waiting client instead of hanging them
             message = f"engine failure: {type(error).__name__}: {error}"
             for slot, request in enumerate(self._slots):
@@ -348,11 +367,22 @@ class EngineThread:
                 self._queue.clear()
             for request in queued:
                 self._emit(request, Event("error", reason=message))
-            logger.exception("inference engine stopped: %s", message)
+            logger.exception("inference engine stopped after %d failed iterations in a row: %s",
+                             MAX_CONSECUTIVE_FAILED_STEPS, message)
             return
         for slot, request in enumerate(self._slots):
             if request is not None:
                 self._finish(slot, request, Event("error", reason="server shut down mid-request"))
+
+    def _fail_step(self, error: Exception) -> None:
+        """An iteration raised: the requests it ran share its forward, so each gets the error and frees
+        its slot; queued requests run next. Their cache rows need no cleanup: a new request writes every
+        position before it reads it."""
+        message = f"engine iteration failed: {type(error).__name__}: {error}"
+        logger.exception("%s; failing the %d requests it ran", message, self.active)
+        for slot, request in enumerate(self._slots):
+            if request is not None:
+                self._finish(slot, request, Event("error", reason=message))
 
     @torch.inference_mode()
     def _step(self) -> None:
@@ -403,24 +433,39 @@ class EngineThread:
         if emitting:
             self._sample_and_emit(emitting, logits[emitting, [len(feeds[row]) - 1 for row in emitting]])
         if self.on_step is not None:
-            self.on_step(StepStats(batch_size=sum(bool(feed) for feed in feeds),
-                                   prefill_tokens=prefill_tokens, decode_tokens=decode_tokens,
-                                   emitted_tokens=len(emitting), queue_depth=len(self._queue),
-                                   seconds=time.perf_counter() - start))
+            stats = StepStats(batch_size=sum(bool(feed) for feed in feeds), prefill_tokens=prefill_tokens,
+                              decode_tokens=decode_tokens, emitted_tokens=len(emitting),
+                              queue_depth=len(self._queue), seconds=time.perf_counter() - start)
+            try:
+                self.on_step(stats)
+            except Exception:  # noqa: BLE001 - a broken observer must not fail the requests it watched
+                logger.exception("the engine's on_step observer failed")
 
     def _sample_and_emit(self, rows: list[int], logits: torch.Tensor) -> None:
-        """Sample the batch with the engine's generator; a request with its own seed re-samples its row."""
+        """Sample the batch with the engine's generator; a request with its own seed re-samples its row.
+
+        If sampling the batch raises, each row is sampled alone, so only the rows that cannot be
+        sampled fail (``SamplingParams`` already refuses the values that would, so this is the last line).
+        """
         requests = [self._slots[row] for row in rows]
         temperature = torch.tensor([r.params.temperature for r in requests])
         top_p = torch.tensor([r.params.top_p for r in requests])
-        next_tokens = sample_tokens(logits, temperature.to(self.device), top_p.to(self.device),
-                                    self._generator).tolist()
+        next_tokens: list[int | Exception]
+        try:
+            next_tokens = sample_tokens(logits, temperature.to(self.device), top_p.to(self.device),
+                                        self._generator).tolist()
+        except Exception:  # noqa: BLE001 - find the rows at fault instead of failing the batch
+            next_tokens = [_sample_row(logits[index:index + 1], request, self._generator)
+                           for index, request in enumerate(requests)]
         for index, request in enumerate(requests):
             if request.generator is not None and request.params.temperature > 0:
-                next_tokens[index] = int(sample_tokens(logits[index:index + 1], request.params.temperature,
-                                                       request.params.top_p, request.generator))
+                next_tokens[index] = _sample_row(logits[index:index + 1], request, request.generator)
         now = time.perf_counter()
         for row, request, token in zip(rows, requests, next_tokens, strict=True):
+            if isinstance(token, Exception):
+                self._finish(row, request, Event("error", reason=f"sampling failed for this request: "
+                                                                 f"{type(token).__name__}: {token}"))
+                continue
             if request.first_token_at is None:
                 request.first_token_at = now
             request.generated.append(token)
@@ -429,6 +474,14 @@ class EngineThread:
                 self._finish(row, request, Event("done", reason="stop"))
             elif len(request.generated) >= request.params.max_new_tokens:
                 self._finish(row, request, Event("done", reason="length"))
+
+
+def _sample_row(logits: torch.Tensor, request: Request, generator: torch.Generator) -> int | Exception:
+    """One request's next token, or the error sampling it raised."""
+    try:
+        return int(sample_tokens(logits, request.params.temperature, request.params.top_p, generator))
+    except Exception as error:  # noqa: BLE001 - returned to fail this request alone
+        return error
 
 
 @dataclass(frozen=True)
@@ -644,7 +697,10 @@ class EngineProcess:
                 orphans = list(self._requests.values())
                 self._requests.clear()
             for request in orphans:
-                request.on_event(Event("error", reason="the engine process exited before the request ended"))
+                try:
+                    request.on_event(Event("error", reason="the engine process exited before the request ended"))
+                except Exception:  # noqa: BLE001 - every orphan must hear of it, whatever one consumer does
+                    logger.exception("request %d's event consumer failed", request.id)
 
     def _deliver(self, message: EventsMessage) -> None:
         self.queue_depth, self.active, self._child_ready = message.queue_depth, message.active, message.ready
@@ -659,7 +715,11 @@ class EngineProcess:
             request.finished_at = update.finished_at
             if not final:
                 request.generated.append(update.event.token)
-            request.on_event(update.event)
+            try:
+                request.on_event(update.event)
+            except Exception:  # noqa: BLE001 - a broken consumer must not stop delivery to the others
+                logger.exception("request %d's event consumer failed; cancelling it", request.id)
+                self.cancel(request)
         if message.stats is not None and self.on_step is not None:
             self.on_step(message.stats)
 
@@ -710,7 +770,7 @@ def _engine_child(spec: ModelSpec, config: EngineConfig, commands: Connection, e
             requests[command.request_id] = request
             try:
                 engine.submit(request)
-            except (ValueError, QueueFullError, EngineClosedError) as error:
+            except Exception as error:  # noqa: BLE001 - refuse this request, keep serving the others
                 request.on_event(Event("error", reason=str(error)))
         elif isinstance(command, CancelCommand):
             request = requests.get(command.request_id)

@@ -8,6 +8,7 @@ overwrites the slot that padding wrote during prefill before any query can see i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,10 +17,32 @@ import torch
 from ai_system import ops
 from ai_system.models.transformer import Transformer
 
+SAMPLING_DTYPE = torch.float32
+SEED_LIMIT = 2**64
+
+
+def _as_sampling_float(name: str, value: object) -> float:
+    """``value`` as the float32 that sampling computes with; raises unless it is a finite number there.
+
+    A value fine as a Python float can be 0 or inf in float32 (``top_p=1e-46``, ``temperature=1e39``),
+    and sampling would then divide by it or keep no token at all.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    as_float32 = torch.tensor(float(value), dtype=SAMPLING_DTYPE).item()
+    if not math.isfinite(as_float32):
+        raise ValueError(f"{name} must be finite in {SAMPLING_DTYPE} (at most {torch.finfo(SAMPLING_DTYPE).max:.3g}), "
+                         f"got {value!r}")
+    return as_float32
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens: ``temperature == 0`` is greedy; ``top_p < 1`` samples from the nucleus."""
+    """How to pick tokens: ``temperature == 0`` is greedy; ``top_p < 1`` samples from the nucleus.
+
+    Checked here in the dtype ``sample_tokens`` uses, so a request that passes can never make
+    sampling raise: the engine samples many requests in one call, and one bad row must not fail them all.
+    """
 
     max_new_tokens: int = 32
     temperature: float = 0.0
@@ -28,12 +51,22 @@ class SamplingParams:
     stop_token: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
+                or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens!r}")
+        temperature = _as_sampling_float("temperature", self.temperature)
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 means greedy), got {self.temperature!r}")
+        top_p = _as_sampling_float("top_p", self.top_p)
+        if not 0 < self.top_p <= 1 or top_p == 0:
+            raise ValueError(f"top_p must be in (0, 1] and not round to 0 in {SAMPLING_DTYPE} (the dtype "
+                             f"sampling uses), got {self.top_p!r}")
+        for name in ("seed", "stop_token"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be None or an integer >= 0, got {value!r}")
+        if self.seed is not None and self.seed >= SEED_LIMIT:
+            raise ValueError(f"seed must be below 2**64 (the generator's seed is 64 bits), got {self.seed}")
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float | torch.Tensor = 0.0,
@@ -42,16 +75,17 @@ def sample_tokens(logits: torch.Tensor, temperature: float | torch.Tensor = 0.0,
     """One token per row of ``logits`` (batch, vocab).
 
     ``temperature`` and ``top_p`` are scalars or per-row tensors of shape (batch,), so requests with
-    different settings can share a batch; rows with temperature 0 take the argmax.
+    different settings can share a batch; rows with temperature 0 take the argmax. Both are checked
+    after conversion to float32, where they are used (``SamplingParams`` checks the same up front).
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be (batch, vocab), got shape {tuple(logits.shape)}")
     batch = logits.shape[0]
-    temperature = torch.as_tensor(temperature, dtype=torch.float32, device=logits.device).expand(batch)
-    top_p = torch.as_tensor(top_p, dtype=torch.float32, device=logits.device).expand(batch)
-    if (temperature < 0).any():
-        raise ValueError(f"temperature must be >= 0, got {temperature.tolist()}")
-    if ((top_p <= 0) | (top_p > 1)).any():
+    temperature = torch.as_tensor(temperature, dtype=SAMPLING_DTYPE, device=logits.device).expand(batch)
+    top_p = torch.as_tensor(top_p, dtype=SAMPLING_DTYPE, device=logits.device).expand(batch)
+    if ((temperature < 0) | ~temperature.isfinite()).any():
+        raise ValueError(f"temperature must be finite and >= 0, got {temperature.tolist()}")
+    if ((top_p <= 0) | (top_p > 1) | top_p.isnan()).any():
         raise ValueError(f"top_p must be in (0, 1], got {top_p.tolist()}")
     greedy = logits.argmax(dim=-1)
     sampled_rows = temperature > 0

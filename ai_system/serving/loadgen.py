@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ai_system.cli import number
 from ai_system.inference.engine import Engine, Event, Request
 from ai_system.inference.generate import SamplingParams
 
@@ -238,24 +239,45 @@ def submit_and_wait(engine: Engine, prompts: Sequence[list[int]], params: Sampli
 
 
 def loadtest(args: argparse.Namespace) -> int:
-    """``ai-system loadtest``: open-loop load against a running server; prints the report as JSON."""
+    """``ai-system loadtest``: open-loop load against a running server; prints the report as JSON.
+
+    The JSON is standard: a figure with no value (a percentile when no request succeeded, the offered
+    rate of ``--rate inf``) is ``null``, not ``NaN`` or ``Infinity``. Exit code 1 if any request failed.
+    """
     report = open_loop(args.url, rate=args.rate, count=args.count, prompt=args.prompt, max_tokens=args.max_tokens,
                        burstiness=args.burstiness, seed=args.seed, slo_s=args.slo_ms / 1000, stream=args.stream)
-    print(json.dumps(asdict(report), indent=2))
+    fields = {name: None if isinstance(value, float) and not math.isfinite(value) else value
+              for name, value in asdict(report).items()}
+    print(json.dumps(fields, indent=2, allow_nan=False))
     return 0 if report.failed == 0 else 1
+
+
+def base_url(text: str) -> str:
+    """An argparse ``type`` for ``--url``: http://host:port with a port in range."""
+    url = urlsplit(text)
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if url.scheme != "http" or not url.hostname or port is None or port < 1:
+        raise argparse.ArgumentTypeError(f"expected http://host:port with a port in [1, 65535], got {text!r}")
+    return text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("loadtest", help="open-loop Poisson load against a completions server",
                                    description=loadtest.__doc__)
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--rate", type=float, default=20.0, help="mean requests per second (inf: all at once)")
-    parser.add_argument("--count", type=int, default=200, help="requests to send")
+    parser.add_argument("--url", type=base_url, default="http://127.0.0.1:8000")
+    parser.add_argument("--rate", type=number(float, 0, low_open=True, allow_inf=True), default=20.0,
+                        help="mean requests per second (inf: all at once)")
+    parser.add_argument("--count", type=number(int, 1, 10_000_000), default=200, help="requests to send")
     parser.add_argument("--prompt", default="x" * 32)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--burstiness", type=float, default=1.0, help="Gamma shape of the gaps: 1 = Poisson")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--slo-ms", type=float, default=50.0, help="latency bound for goodput")
+    parser.add_argument("--max-tokens", type=number(int, 1, 1_000_000), default=16)
+    parser.add_argument("--burstiness", type=number(float, 0, low_open=True), default=1.0,
+                        help="Gamma shape of the gaps: 1 = Poisson")
+    parser.add_argument("--seed", type=number(int, 0), default=0)
+    parser.add_argument("--slo-ms", type=number(float, 0, low_open=True), default=50.0,
+                        help="latency bound for goodput")
     parser.add_argument("--no-stream", dest="stream", action="store_false",
                         help="ask for whole JSON answers instead of server-sent events (no TTFT then)")
     parser.set_defaults(func=loadtest)

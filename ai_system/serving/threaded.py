@@ -15,11 +15,14 @@ class ThreadedServer:
     """uvicorn serving ``app`` on loopback from a background thread.
 
     Port 0 takes a free port; ``url`` is set once ``start`` returns. ``ready`` lets the caller wait
-    for more than the socket, such as an engine that is still loading its model.
+    for more than the socket, such as an engine that is still loading its model. An app that carries
+    connection-level options in ``app.state.uvicorn_options`` (the model server's HTTP limits) runs with them.
     """
 
     def __init__(self, app: FastAPI, port: int = 0, graceful_timeout_s: float | None = None) -> None:
-        options = {} if graceful_timeout_s is None else {"timeout_graceful_shutdown": max(1, round(graceful_timeout_s))}
+        options = dict(getattr(app.state, "uvicorn_options", {}))
+        if graceful_timeout_s is not None:
+            options["timeout_graceful_shutdown"] = max(1, round(graceful_timeout_s))
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                     access_log=False, **options))
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)

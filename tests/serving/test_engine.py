@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
@@ -13,37 +11,12 @@ from ai_system.inference.engine import (
     EngineConfig,
     EngineThread,
     Event,
-    QueueFullError,
     Request,
     load_model,
 )
 from ai_system.inference.generate import SamplingParams, generate
 from ai_system.serving.loadgen import submit_and_wait
-
-
-def wait_until_generating(request: Request) -> None:
-    for _ in range(6000):
-        if request.generated:
-            return
-        threading.Event().wait(0.005)
-    raise AssertionError("request produced no token within 30 s")
-
-
-@pytest.fixture
-def engine_factory(slow):
-    engines: list[EngineThread] = []
-
-    def make(step_delay_s: float = 0.0, **config: object) -> EngineThread:
-        model = load_model("debug", seed=0)
-        if step_delay_s:
-            slow(model, step_delay_s)
-        engine = EngineThread(model, EngineConfig(**config)).start()
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.stop(drain_timeout=0)
+from serving.harness import wait_until_generating
 
 
 def test_continuous_batching_matches_plain_generation(engine_factory, make_recorder):
@@ -101,17 +74,6 @@ def test_cancel_while_queued_never_runs(engine_factory, make_recorder):
     assert running.final.reason == "length"
 
 
-def test_full_queue_rejects_at_once(engine_factory, make_recorder):
-    engine = engine_factory(step_delay_s=0.01, max_batch_size=1, max_queue_size=2)
-    running = Request(list(b"x"), SamplingParams(max_new_tokens=30), make_recorder())
-    engine.submit(running)
-    wait_until_generating(running)
-    for _ in range(2):
-        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=30), make_recorder()))
-    with pytest.raises(QueueFullError, match="queue is full"):
-        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=30), make_recorder()))
-
-
 def test_stop_finishes_running_requests_and_rejects_queued_ones(slow, make_recorder):
     model = slow(load_model("debug"), 0.005)
     engine = EngineThread(model, EngineConfig(max_batch_size=1)).start()
@@ -138,24 +100,6 @@ def test_stop_aborts_what_the_drain_timeout_cannot_finish(slow, make_recorder):
     assert recorder.final.kind == "error" and "shut down" in recorder.final.reason
 
 
-@pytest.mark.parametrize(("prompt", "max_new_tokens", "message"), [
-    ([], 4, "empty prompt"),
-    ([300], 4, r"prompt tokens must lie in \[0, 256\)"),
-    (list(range(100)), 100, "exceeds the context of 128 tokens"),
-])
-def test_requests_that_cannot_run_are_refused(engine_factory, prompt, max_new_tokens, message, make_recorder):
-    engine = engine_factory()
-    with pytest.raises(ValueError, match=message):
-        engine.submit(Request(prompt, SamplingParams(max_new_tokens=max_new_tokens), make_recorder()))
-
-
-@pytest.mark.parametrize(("field", "value"), [("max_batch_size", 0), ("max_queue_size", 0),
-                                              ("prefill_chunk", 0), ("max_queue_delay_ms", -1.0)])
-def test_engine_config_names_the_bad_field(field, value):
-    with pytest.raises(ValueError, match=field):
-        EngineConfig(**{field: value})
-
-
 def test_seeded_sampling_repeats_inside_a_batch(engine_factory):
     engine = engine_factory(max_batch_size=4)
     params = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.9, seed=7)
@@ -169,25 +113,6 @@ def test_idle_engine_gathers_a_batch_within_the_queue_delay(engine_factory):
     engine.on_step = steps.append
     submit_and_wait(engine, [list(b"a"), list(b"b"), list(b"c"), list(b"d")], SamplingParams(max_new_tokens=2))
     assert steps[0].batch_size == 4
-
-
-def test_a_failing_model_errors_every_request_instead_of_hanging(make_recorder):
-    model = load_model("debug")
-
-    def broken_forward(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("device lost")
-
-    model.forward = broken_forward
-    engine = EngineThread(model, EngineConfig(max_batch_size=2)).start()
-    recorders = [make_recorder() for _ in range(3)]
-    for recorder in recorders:
-        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=4), recorder))
-    for recorder in recorders:
-        assert recorder.final.kind == "error" and "device lost" in recorder.final.reason
-    engine.stop(drain_timeout=10)
-    assert not engine.running and not engine.ready
-    with pytest.raises(EngineClosedError):
-        engine.submit(Request(list(b"x"), SamplingParams(max_new_tokens=1), make_recorder()))
 
 
 def test_busy_engine_admits_arrivals_together_without_pausing_decode(engine_factory, make_recorder):

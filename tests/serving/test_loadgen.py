@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import statistics
 
 import pytest
@@ -74,3 +75,15 @@ def test_loadtest_command_prints_the_report(server, capsys):
     assert main(["loadtest", "--url", server.url, "--rate", "50", "--count", "10", "--max-tokens", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["completed"] == 10 and report["failed"] == 0 and report["offered_qps"] == 50
+
+
+def test_loadtest_against_no_server_reports_every_failure_in_standard_json(capsys):
+    """No server listening and ``--rate inf``: every request fails, exit 1, and the report has
+    ``null`` where a figure has no value (it used to print ``NaN`` and ``Infinity``)."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    assert main(["loadtest", "--url", f"http://127.0.0.1:{port}", "--rate", "inf", "--count", "3"]) == 1
+    report = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"non-standard {name}"))
+    assert report["failed"] == 3 and report["completed"] == 0 and report["errors"] == {"ConnectionRefusedError": 3}
+    assert report["offered_qps"] is None and report["latency_p50_s"] is None

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
@@ -18,19 +16,7 @@ from ai_system.data.tokenizer import ByteTokenizer
 from ai_system.inference.engine import load_model
 from ai_system.inference.generate import SamplingParams, generate
 from ai_system.models.pretrained import save_pretrained
-
-
-def wait_for(condition, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(0.01)
-
-
-def sse_chunks(response: httpx.Response) -> list[dict | str]:
-    return [line[6:] if line == "data: [DONE]" else json.loads(line[6:])
-            for line in response.iter_lines() if line.startswith("data: ")]
+from serving.harness import sse_chunks, wait_for
 
 
 def test_health_and_readiness(server):
@@ -65,74 +51,6 @@ def test_streaming_sends_one_event_per_token_then_done(server):
     assert len(events) == 8 and all(e["choices"][0]["finish_reason"] is None for e in events[:7])
     assert events[-1]["choices"][0]["finish_reason"] == "length"
     assert "".join(e["choices"][0]["text"] for e in events) == plain["choices"][0]["text"]
-
-
-@pytest.mark.parametrize(("body", "message"), [
-    (b'{"prompt": "unterminated', "malformed JSON"),
-    (b'["a", "list"]', "valid dictionary"),
-    (b'{"max_tokens": 4}', "prompt: Field required"),
-    (b'{"prompt": ["token", "list"]}', "prompt: Input should be a valid string"),
-    (b'{"prompt": "hi", "max_tokens": "4"}', "max_tokens: Input should be a valid integer"),
-    (b'{"prompt": "hi", "stream": "yes"}', "stream: Input should be a valid boolean"),
-    (b'{"prompt": "", "max_tokens": 4}', "empty prompt"),
-    (b'{"prompt": "' + b"x" * 5000 + b'", "max_tokens": 4}', "prompt length 5000 + max_tokens 4"),
-    (b'{"prompt": "hi", "max_tokens": 1000000000}', "exceeds the context of 128 tokens"),
-    (b'{"prompt": "hi", "max_tokens": 0}', "max_tokens must be at least 1, got 0"),
-    (b'{"prompt": "hi", "temperature": -1}', "temperature must be >= 0"),
-    (b'{"prompt": "hi", "top_p": 2}', "top_p must be in (0, 1]"),
-    (b'{"prompt": "hi", "model": "gpt-4"}', "not served here"),
-    (b'{"prompt": "hi", "temperature": NaN}', "temperature: Input should be a finite number"),
-    (b'{"prompt": "hi", "seed": -1}', "seed: Input should be greater than or equal to 0"),
-    (b'{"prompt": "hi", "seed": 100000000000000000000000}', "seed: Input should be less than"),
-])
-def test_bad_requests_get_400_with_a_clear_message(server, body, message):
-    with server.client() as client:
-        response = client.post("/v1/completions", content=body, headers={"content-type": "application/json"})
-    assert response.status_code == 400
-    error = response.json()["error"]
-    assert error["type"] == "invalid_request_error" and message in error["message"]
-
-
-def test_full_queue_answers_429_at_once(slow_server_factory):
-    server = slow_server_factory(max_batch_size=1, max_queue_size=1)
-    payload = {"prompt": "busy", "max_tokens": 100, "stream": True}
-    with server.client() as running, server.client() as queued, server.client(timeout=5) as rejected:
-        with running.stream("POST", "/v1/completions", json=payload) as first:
-            lines = first.iter_lines()
-            next(lines)
-            with queued.stream("POST", "/v1/completions", json=payload):
-                wait_for(lambda: server.engine.queue_depth == 1)
-                response = rejected.post("/v1/completions", json={"prompt": "one more", "max_tokens": 2})
-    assert response.status_code == 429 and response.headers["retry-after"] == "1"
-    assert response.json()["error"]["type"] == "overloaded_error"
-    assert server.metric('aisys_request_errors_total{kind="queue_full"}') == 1
-
-
-def test_client_that_disconnects_mid_stream_frees_its_slot(slow_server_factory):
-    server = slow_server_factory(max_batch_size=1)
-    with server.client() as client:
-        with client.stream("POST", "/v1/completions",
-                           json={"prompt": "bye", "max_tokens": 100, "stream": True}) as response:
-            lines = response.iter_lines()
-            next(lines), next(lines)
-    wait_for(lambda: server.engine.active == 0)
-    assert server.metric("aisys_batch_size_count") < 100
-    assert server.metric('aisys_request_errors_total{kind="client_disconnected"}') == 1
-    with server.client() as client:
-        assert client.post("/v1/completions", json={"prompt": "next", "max_tokens": 2}).status_code == 200
-
-
-def test_client_that_disconnects_while_waiting_for_a_full_answer_frees_its_slot(slow_server_factory):
-    server = slow_server_factory(max_batch_size=1)
-    host, port = server.url.removeprefix("http://").split(":")
-    body = json.dumps({"prompt": "bye", "max_tokens": 100}).encode()
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-        wait_for(lambda: server.engine.active == 1)
-    wait_for(lambda: server.engine.active == 0)
-    assert server.metric("aisys_batch_size_count") < 100
-    assert server.metric('aisys_request_errors_total{kind="client_disconnected"}') == 1
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(slow_server_factory):
@@ -188,7 +106,8 @@ def test_serve_command_serves_a_checkpoint_and_exits_cleanly_on_sigterm(tmp_path
                 assert process.poll() is None, process.stdout.read().decode()
                 return False
 
-        wait_for(ready, timeout_s=60)
+        # two interpreters import torch (the server, then its engine's child): over a minute on a busy 2-core machine
+        wait_for(ready, timeout_s=180)
         answer = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 3}, timeout=30).json()
         assert answer["model"] == "debug-trained"
         expected = generate(model, [list(b"hi")], SamplingParams(max_new_tokens=3))[0]
