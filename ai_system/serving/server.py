@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,41 @@ class ServingMetrics:
         self.tokens.inc(len(request.generated))
 
 
+class EventRelay:
+    """Hands engine events to the event loop with one wakeup per burst, not one per token.
+
+    The engine emits a token for every busy row back to back each iteration (the process engine
+    delivers a whole iteration at once). A ``call_soon_threadsafe`` per token would wake the loop
+    and schedule a callback per token; here the first event of a burst schedules one drain and
+    the rest only join the list it empties.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[asyncio.Queue[Event], Event]] = []
+        self._scheduled = False
+        self._lock = threading.Lock()
+
+    def sink(self, events: asyncio.Queue[Event]) -> Callable[[Event], None]:
+        """An ``on_event`` for a request created on the running loop: it puts each event on ``events``."""
+        loop = asyncio.get_running_loop()
+
+        def on_event(event: Event) -> None:
+            with self._lock:
+                self._pending.append((events, event))
+                if self._scheduled:
+                    return
+                self._scheduled = True
+            loop.call_soon_threadsafe(self._drain)
+
+        return on_event
+
+    def _drain(self) -> None:
+        with self._lock:
+            pending, self._pending, self._scheduled = self._pending, [], False
+        for events, event in pending:
+            events.put_nowait(event)
+
+
 def error_response(status: int, kind: str, message: str, param: str | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
@@ -152,6 +187,7 @@ def create_app(engine: Engine, tokenizer: Tokenizer, model_name: str = "debug",
         await asyncio.to_thread(engine.stop, drain_timeout)
 
     app = FastAPI(title="ai-system inference server", lifespan=lifespan)
+    relay = EventRelay()
     app.state.engine = engine
     app.state.metrics = metrics
 
@@ -193,14 +229,12 @@ def create_app(engine: Engine, tokenizer: Tokenizer, model_name: str = "debug",
             return error_response(400, "invalid_request_error",
                                   f"model {body.model!r} is not served here; it serves {model_name!r}",
                                   "model")
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
         try:
             prompt = tokenizer.encode(body.prompt)
             params = SamplingParams(max_new_tokens=body.max_tokens, temperature=body.temperature,
                                     top_p=body.top_p, seed=body.seed, stop_token=tokenizer.eos_id)
-            request = Request(prompt, params,
-                              lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+            request = Request(prompt, params, relay.sink(events))
             engine.submit(request)
         except ValueError as error:
             metrics.errors.labels(kind="invalid_request").inc()
