@@ -99,6 +99,52 @@ class LoadReport:
                    errors=errors)
 
 
+@dataclass(frozen=True)
+class LatencyBound:
+    """A p99 service bound a load point meets or misses: end to end, or MLPerf's LLM pair (TTFT, TPOT).
+
+    MLPerf Inference states LLM server bounds as the 99th percentile of the time to first token and
+    of the time per output token after it (``mlperf.conf``: ``ttft_latency``, ``tpot_latency``); a
+    single end-to-end bound (the seed's 50 ms) only means something for a stated request shape.
+    A point with a failed request never meets a bound.
+    """
+
+    name: str
+    e2e_s: float | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+
+    def __post_init__(self) -> None:
+        limits = (self.e2e_s, self.ttft_s, self.tpot_s)
+        if all(limit is None for limit in limits) or any(limit is not None and not limit > 0 for limit in limits):
+            raise ValueError(f"LatencyBound {self.name!r} needs positive seconds for e2e_s and/or ttft_s/tpot_s, "
+                             f"got {limits}")
+
+    def met(self, report: LoadReport) -> bool:
+        checks = ((self.e2e_s, report.latency_p99_s), (self.ttft_s, report.ttft_p99_s),
+                  (self.tpot_s, report.tpot_p99_s))
+        return report.failed == 0 and all(limit is None or value <= limit for limit, value in checks)
+
+    def describe(self) -> str:
+        parts = [f"{label} p99 <= {1e3 * limit:g} ms" for label, limit in
+                 (("end-to-end", self.e2e_s), ("TTFT", self.ttft_s), ("TPOT", self.tpot_s)) if limit is not None]
+        return " and ".join(parts)
+
+
+def geometric_rates(saturation_rps: float, lowest_fraction: float = 0.01, per_decade: int = 4) -> list[float]:
+    """Offered rates from ``lowest_fraction`` of saturation up to saturation, ``per_decade`` per factor of 10.
+
+    Starting far below saturation guarantees points where queueing is negligible, so every
+    configuration shows the latency it has when lightly loaded; the geometric spacing gives each
+    decade of load the same number of points.
+    """
+    if not saturation_rps > 0 or not 0 < lowest_fraction < 1 or per_decade < 1:
+        raise ValueError(f"need saturation_rps > 0, 0 < lowest_fraction < 1 and per_decade >= 1, got "
+                         f"{saturation_rps}, {lowest_fraction}, {per_decade}")
+    steps = math.ceil(per_decade * math.log10(1 / lowest_fraction))
+    return [saturation_rps * lowest_fraction ** (1 - step / steps) for step in range(steps + 1)]
+
+
 def arrival_times(rate: float, count: int, burstiness: float = 1.0, seed: int = 0) -> list[float]:
     """Send offsets (s) of ``count`` requests at mean ``rate`` per second; ``rate=inf`` sends all at once."""
     if count < 1:
@@ -233,6 +279,13 @@ def completion_request(host: str, port: int, prompt: str, max_tokens: int, strea
     return head.encode() + body
 
 
+def _address(base_url: str) -> tuple[str, int]:
+    url = urlsplit(base_url)
+    if url.scheme != "http" or url.hostname is None or url.port is None:
+        raise ValueError(f"base_url must look like http://host:port, got {base_url!r}")
+    return url.hostname, url.port
+
+
 async def open_loop_async(base_url: str, rate: float, count: int, prompt: str, max_tokens: int,
                           burstiness: float = 1.0, seed: int = 0, timeout_s: float = 60.0, stream: bool = True
                           ) -> list[RequestRecord]:
@@ -240,12 +293,10 @@ async def open_loop_async(base_url: str, rate: float, count: int, prompt: str, m
 
     Without ``stream`` the server answers with one JSON body, so there is no time to first token.
     """
-    url = urlsplit(base_url)
-    if url.scheme != "http" or url.hostname is None or url.port is None:
-        raise ValueError(f"base_url must look like http://host:port, got {base_url!r}")
-    request = completion_request(url.hostname, url.port, prompt, max_tokens, stream)
+    host, port = _address(base_url)
+    request = completion_request(host, port, prompt, max_tokens, stream)
     schedule = arrival_times(rate, count, burstiness, seed)
-    pool = ConnectionPool(url.hostname, url.port)
+    pool = ConnectionPool(host, port)
     t0 = time.perf_counter()
     tasks = []
     for offset in schedule:
@@ -276,6 +327,46 @@ def open_loop(base_url: str, rate: float, count: int, prompt: str, max_tokens: i
     records = run_async(open_loop_async(base_url, rate, count, prompt, max_tokens, burstiness, seed, timeout_s,
                                         stream))
     return LoadReport.from_records(records, rate, slo_s)
+
+
+async def closed_loop_async(base_url: str, concurrency: int, count: int, prompt: str, max_tokens: int,
+                            timeout_s: float = 60.0, stream: bool = True) -> list[RequestRecord]:
+    """``concurrency`` clients, each sending its next completion when its last one ends, ``count`` in all."""
+    if concurrency < 1 or count < 1:
+        raise ValueError(f"concurrency and count must be at least 1, got {concurrency} and {count}")
+    host, port = _address(base_url)
+    request = completion_request(host, port, prompt, max_tokens, stream)
+    pool = ConnectionPool(host, port)
+    t0 = time.perf_counter()
+    records: list[RequestRecord] = []
+    unsent = count
+
+    async def client() -> None:
+        nonlocal unsent
+        while unsent > 0:
+            unsent -= 1
+            sent = time.perf_counter() - t0
+            try:
+                records.append(await asyncio.wait_for(_send(pool, request, t0), timeout_s))
+            except asyncio.TimeoutError:
+                records.append(RequestRecord(sent, time.perf_counter() - t0, None, 0, 0,
+                                             f"TimeoutError: no answer within {timeout_s} s"))
+
+    await asyncio.gather(*(client() for _ in range(min(concurrency, count))))
+    pool.close()
+    return records
+
+
+def saturate(base_url: str, count: int, prompt: str, max_tokens: int, concurrency: int, slo_s: float = 0.05,
+             timeout_s: float = 60.0, stream: bool = True) -> LoadReport:
+    """The server's throughput when it never waits for work: ``concurrency`` requests always outstanding.
+
+    With ``concurrency`` above the engine's slots the queue never empties, as in an offline run, while
+    the client reuses as many connections as it keeps requests in flight (sending all ``count`` at
+    once would instead measure a storm of connection set-ups).
+    """
+    records = run_async(closed_loop_async(base_url, concurrency, count, prompt, max_tokens, timeout_s, stream))
+    return LoadReport.from_records(records, math.inf, slo_s)
 
 
 def submit_and_wait(engine: Engine, prompts: Sequence[list[int]], params: SamplingParams,
