@@ -8,7 +8,7 @@ PROFILE ?= quick
 INSTALLED := $(VENV)/.installed
 PEERS := $(VENV)/.peers
 
-.PHONY: install peers bench test report docs docs-serve system-deps lint clean
+.PHONY: install peers bench test gpu-check report docs docs-serve system-deps lint clean
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: install peers
 
 test: install system-deps
 	$(BIN)/pytest tests/
+
+# One CUDA GPU, under 8 minutes: every kernel, GPU benchmark and training/serving path once, stopping at the
+# first broken one; writes results/<gpu>/<time>-gpu-check.json. Needs a CUDA torch in .venv.
+gpu-check: install
+	$(BIN)/python scripts/gpu_check.py
 
 report: install
 	$(BIN)/ai-system report

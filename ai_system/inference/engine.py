@@ -402,19 +402,7 @@ class EngineThread:
                 feeds.append(request.prompt[request.prefilled:request.prefilled + self.config.prefill_chunk])
             else:
                 feeds.append([request.generated[-1]])
-        width = max(len(feed) for feed in feeds)
-        slots = len(in_use)
-        tokens = torch.zeros(slots, width, dtype=torch.long)
-        positions = torch.full((slots, width), self.scratch_position, dtype=torch.long)
-        lengths = torch.ones(slots, dtype=torch.long)
-        for row, (request, feed) in enumerate(zip(in_use, feeds, strict=True)):
-            if feed:
-                tokens[row, :len(feed)] = torch.tensor(feed)
-                positions[row, :len(feed)] = torch.arange(request.next_position,
-                                                          request.next_position + len(feed))
-                lengths[row] = request.next_position + len(feed)
-        tokens, positions, lengths = tokens.to(self.device), positions.to(self.device), lengths.to(self.device)
-        mask = (self._keys.view(1, 1, -1) <= positions.unsqueeze(-1)).unsqueeze(1)
+        tokens, positions, mask, lengths = self._batch(in_use, feeds)
         logits = self.model(tokens, positions, mask, lengths)
 
         emitting: list[int] = []
@@ -441,22 +429,52 @@ class EngineThread:
             except Exception:  # noqa: BLE001 - a broken observer must not fail the requests it watched
                 logger.exception("the engine's on_step observer failed")
 
+    def _batch(self, in_use: list[Request | None], feeds: list[list[int]]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The forward's inputs (tokens, positions, mask, lengths), built as flat lists and copied once.
+
+        Rows are right-padded to the widest feed; padding sits at the scratch position. A decode-only
+        iteration (width 1) needs no mask: each row's length, its position + 1, already hides every
+        later cache slot, and the attention kernels then read only the filled prefix.
+        """
+        width = max(len(feed) for feed in feeds)
+        tokens: list[int] = []
+        positions: list[int] = []
+        lengths: list[int] = []
+        for request, feed in zip(in_use, feeds, strict=True):
+            first = request.next_position if feed else 0
+            padding = width - len(feed)
+            tokens += feed + [0] * padding
+            positions += [*range(first, first + len(feed)), *[self.scratch_position] * padding]
+            lengths.append(first + len(feed) if feed else 1)
+        shape = (len(in_use), width)
+        token_tensor = torch.tensor(tokens, dtype=torch.long).view(shape).to(self.device)
+        position_tensor = torch.tensor(positions, dtype=torch.long).view(shape).to(self.device)
+        length_tensor = torch.tensor(lengths, dtype=torch.long).to(self.device)
+        mask = None if width == 1 else (self._keys.view(1, 1, -1) <= position_tensor.unsqueeze(-1)).unsqueeze(1)
+        return token_tensor, position_tensor, mask, length_tensor
+
     def _sample_and_emit(self, rows: list[int], logits: torch.Tensor) -> None:
         """Sample the batch with the engine's generator; a request with its own seed re-samples its row.
 
-        If sampling the batch raises, each row is sampled alone, so only the rows that cannot be
-        sampled fail (``SamplingParams`` already refuses the values that would, so this is the last line).
+        An all-greedy batch (the common serving case) takes the argmax directly: ``sample_tokens``
+        would build and check per-row settings only to return the same argmax. If sampling the batch
+        raises, each row is sampled alone, so only the rows that cannot be sampled fail
+        (``SamplingParams`` already refuses the values that would, so this is the last line).
         """
         requests = [self._slots[row] for row in rows]
-        temperature = torch.tensor([r.params.temperature for r in requests])
-        top_p = torch.tensor([r.params.top_p for r in requests])
         next_tokens: list[int | Exception]
-        try:
-            next_tokens = sample_tokens(logits, temperature.to(self.device), top_p.to(self.device),
-                                        self._generator).tolist()
-        except Exception:  # noqa: BLE001 - find the rows at fault instead of failing the batch
-            next_tokens = [_sample_row(logits[index:index + 1], request, self._generator)
-                           for index, request in enumerate(requests)]
+        if all(request.params.temperature == 0 for request in requests):
+            next_tokens = logits.argmax(dim=-1).tolist()
+        else:
+            temperature = torch.tensor([r.params.temperature for r in requests])
+            top_p = torch.tensor([r.params.top_p for r in requests])
+            try:
+                next_tokens = sample_tokens(logits, temperature.to(self.device), top_p.to(self.device),
+                                            self._generator).tolist()
+            except Exception:  # noqa: BLE001 - find the rows at fault instead of failing the batch
+                next_tokens = [_sample_row(logits[index:index + 1], request, self._generator)
+                               for index, request in enumerate(requests)]
         for index, request in enumerate(requests):
             if request.generator is not None and request.params.temperature > 0:
                 next_tokens[index] = _sample_row(logits[index:index + 1], request, request.generator)

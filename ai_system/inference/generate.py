@@ -124,12 +124,6 @@ def prefill_mask(lengths: torch.Tensor, seq_len: int, cache_len: int) -> torch.T
     return (causal.unsqueeze(0) & inside.unsqueeze(1)).unsqueeze(1)
 
 
-def decode_mask(positions: torch.Tensor, cache_len: int) -> torch.Tensor:
-    """(batch, 1, 1, cache_len): the token at ``positions[b]`` sees every cache slot up to its own."""
-    keys = torch.arange(cache_len, device=positions.device)
-    return (keys.view(1, -1) <= positions.view(-1, 1)).view(positions.shape[0], 1, 1, cache_len)
-
-
 def cache_length(model: Transformer) -> int:
     """Slots in the model's KV cache; raises if ``setup_cache`` has not been called."""
     for block in model.layers.values():
@@ -158,12 +152,15 @@ def prefill(model: Transformer, tokens: torch.Tensor, lengths: torch.Tensor) -> 
 
 @torch.inference_mode()
 def decode_step(model: Transformer, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Feed one token per row (batch,) at its own cache position (batch,); return the next logits."""
+    """Feed one token per row (batch,) at its own cache position (batch,); return the next logits.
+
+    No mask is built: each row's filled length, its position + 1, already hides every later cache slot.
+    """
     if tokens.dim() != 1 or positions.shape != tokens.shape:
         raise ValueError(f"tokens and positions must both be (batch,), got {tuple(tokens.shape)} "
                          f"and {tuple(positions.shape)}")
-    cache_len = cache_length(model)
-    logits = model(tokens.unsqueeze(1), positions.unsqueeze(1), decode_mask(positions, cache_len), positions + 1)
+    cache_length(model)  # raises when there is no cache to decode against
+    logits = model(tokens.unsqueeze(1), positions.unsqueeze(1), None, positions + 1)
     return logits[:, -1]
 
 

@@ -77,9 +77,9 @@ class KVCache(nn.Module):
             keys[:, :, positions] = k.to(keys.dtype)
             values[:, :, positions] = v.to(values.dtype)
         else:
-            rows = torch.arange(batch, device=k.device).unsqueeze(1)
-            keys[rows, :, positions] = k.transpose(1, 2).to(keys.dtype)
-            values[rows, :, positions] = v.transpose(1, 2).to(values.dtype)
+            index = positions[:, None, :, None].expand(k.shape)
+            keys.scatter_(2, index, k.to(keys.dtype))
+            values.scatter_(2, index, v.to(values.dtype))
         return keys, values
 
 

@@ -51,8 +51,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     kernels, which never load those slots, SDPA still reads them: a NaN or inf there reaches the
     output through ``0 * v``. Zeroing them first would copy the whole cache on every call, several
     times the cost of the attention itself on the CPU; the KV cache starts zeroed, so only a row
-    that overflowed before can leave one behind.
+    that overflowed before can leave one behind. On the CPU the keys are first cut (a view, no copy)
+    at the longest row's length, so a cache allocated for the model's whole context costs a short
+    batch nothing (on a GPU that cut would wait for the device, and the kernels skip those slots anyway).
     """
+    if lengths is not None and k.device.type == "cpu" and not torch.compiler.is_compiling():
+        longest = max(int(lengths.max()), 1)
+        k, v = k[:, :, :longest], v[:, :, :longest]
+        if mask is not None and mask.shape[-1] > 1:
+            mask = mask[..., :longest]
     if lengths is not None:
         filled = (torch.arange(k.shape[2], device=k.device) < lengths.view(-1, 1))[:, None, None, :]
         mask = filled if mask is None else mask & filled

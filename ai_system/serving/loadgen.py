@@ -19,8 +19,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -28,6 +29,8 @@ import numpy as np
 from ai_system.cli import number
 from ai_system.inference.engine import Engine, Event, Request
 from ai_system.inference.generate import SamplingParams
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,52 @@ class LoadReport:
                    errors=errors)
 
 
+@dataclass(frozen=True)
+class LatencyBound:
+    """A p99 service bound a load point meets or misses: end to end, or MLPerf's LLM pair (TTFT, TPOT).
+
+    MLPerf Inference states LLM server bounds as the 99th percentile of the time to first token and
+    of the time per output token after it (``mlperf.conf``: ``ttft_latency``, ``tpot_latency``); a
+    single end-to-end bound (the seed's 50 ms) only means something for a stated request shape.
+    A point with a failed request never meets a bound.
+    """
+
+    name: str
+    e2e_s: float | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+
+    def __post_init__(self) -> None:
+        limits = (self.e2e_s, self.ttft_s, self.tpot_s)
+        if all(limit is None for limit in limits) or any(limit is not None and not limit > 0 for limit in limits):
+            raise ValueError(f"LatencyBound {self.name!r} needs positive seconds for e2e_s and/or ttft_s/tpot_s, "
+                             f"got {limits}")
+
+    def met(self, report: LoadReport) -> bool:
+        checks = ((self.e2e_s, report.latency_p99_s), (self.ttft_s, report.ttft_p99_s),
+                  (self.tpot_s, report.tpot_p99_s))
+        return report.failed == 0 and all(limit is None or value <= limit for limit, value in checks)
+
+    def describe(self) -> str:
+        parts = [f"{label} p99 <= {1e3 * limit:g} ms" for label, limit in
+                 (("end-to-end", self.e2e_s), ("TTFT", self.ttft_s), ("TPOT", self.tpot_s)) if limit is not None]
+        return " and ".join(parts)
+
+
+def geometric_rates(saturation_rps: float, lowest_fraction: float = 0.01, per_decade: int = 4) -> list[float]:
+    """Offered rates from ``lowest_fraction`` of saturation up to saturation, ``per_decade`` per factor of 10.
+
+    Starting far below saturation guarantees points where queueing is negligible, so every
+    configuration shows the latency it has when lightly loaded; the geometric spacing gives each
+    decade of load the same number of points.
+    """
+    if not saturation_rps > 0 or not 0 < lowest_fraction < 1 or per_decade < 1:
+        raise ValueError(f"need saturation_rps > 0, 0 < lowest_fraction < 1 and per_decade >= 1, got "
+                         f"{saturation_rps}, {lowest_fraction}, {per_decade}")
+    steps = math.ceil(per_decade * math.log10(1 / lowest_fraction))
+    return [saturation_rps * lowest_fraction ** (1 - step / steps) for step in range(steps + 1)]
+
+
 def arrival_times(rate: float, count: int, burstiness: float = 1.0, seed: int = 0) -> list[float]:
     """Send offsets (s) of ``count`` requests at mean ``rate`` per second; ``rate=inf`` sends all at once."""
     if count < 1:
@@ -132,24 +181,70 @@ async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
     await reader.readline()
 
 
-async def _send(host: str, port: int, request: bytes, t0: float) -> RequestRecord:
-    """One completion on its own connection, timed from send to ``[DONE]`` (or to the whole JSON body).
+class ConnectionPool:
+    """Idle keep-alive connections to one server, reused by later requests, opened on demand.
+
+    A request never waits for a connection (the load stays open-loop): it takes an idle one or
+    opens its own, and returns it once the whole response has been read. Reusing connections, as
+    real clients do, keeps the TCP handshake and the server's per-connection setup out of every
+    request, on both sides of a two-core machine.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        """A connection and whether it was reused (a reused one may have been closed by the server meanwhile)."""
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if not writer.is_closing() and not reader.at_eof():
+                return reader, writer, True
+            writer.close()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return reader, writer, False
+
+    def give_back(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._idle.append((reader, writer))
+
+    def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+async def _send(pool: ConnectionPool, request: bytes, t0: float) -> RequestRecord:
+    """One completion, timed from send to ``[DONE]`` (or to the whole JSON body), on a pooled connection.
 
     A bare HTTP/1.1 client on asyncio streams: at hundreds of requests per second a general-purpose
     client's own CPU time would be the bottleneck on a two-core machine and inflate the latencies.
+    A reused connection that the server closed while idle fails before any byte of the answer; the
+    request is then sent again on a new connection.
     """
     sent = time.perf_counter() - t0
     first_token, tokens = None, 0
     writer = None
+    keep_alive = finished = False
     try:
-        reader, writer = await asyncio.open_connection(host, port)
-        writer.write(request)
-        status, headers = await _read_response(reader)
+        reader, writer, reused = await pool.take()
+        try:
+            writer.write(request)
+            status, headers = await _read_response(reader)
+        except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
+            if not reused:
+                raise
+            writer.close()
+            reader, writer = await asyncio.open_connection(pool.host, pool.port)
+            writer.write(request)
+            status, headers = await _read_response(reader)
+        keep_alive = headers.get("connection", "").lower() != "close"
         if status != 200:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
+            finished = True
             return RequestRecord(sent, time.perf_counter() - t0, None, 0, status, body.decode(errors="replace")[:200])
         if "content-length" in headers:
             body = json.loads(await reader.readexactly(int(headers["content-length"])))
+            finished = True
             return RequestRecord(sent, time.perf_counter() - t0, None, body["usage"]["completion_tokens"], 200)
         pending = b""
         async for chunk in _chunks(reader):
@@ -164,21 +259,32 @@ async def _send(host: str, port: int, request: bytes, t0: float) -> RequestRecor
                     tokens += 1
                     if first_token is None:
                         first_token = time.perf_counter() - t0
+        finished = True
     except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
         return RequestRecord(sent, time.perf_counter() - t0, first_token, tokens, 0,
                              f"{type(error).__name__}: {error}")
     finally:
         if writer is not None:
-            writer.close()
+            if keep_alive and finished:
+                pool.give_back(reader, writer)
+            else:
+                writer.close()
     return RequestRecord(sent, time.perf_counter() - t0, first_token, tokens, 200)
 
 
 def completion_request(host: str, port: int, prompt: str, max_tokens: int, stream: bool = True) -> bytes:
-    """The raw bytes of a ``POST /v1/completions`` that closes its connection afterwards."""
+    """The raw bytes of a ``POST /v1/completions`` on a keep-alive connection."""
     body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "stream": stream}).encode()
     head = (f"POST /v1/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
+
+
+def _address(base_url: str) -> tuple[str, int]:
+    url = urlsplit(base_url)
+    if url.scheme != "http" or url.hostname is None or url.port is None:
+        raise ValueError(f"base_url must look like http://host:port, got {base_url!r}")
+    return url.hostname, url.port
 
 
 async def open_loop_async(base_url: str, rate: float, count: int, prompt: str, max_tokens: int,
@@ -188,31 +294,80 @@ async def open_loop_async(base_url: str, rate: float, count: int, prompt: str, m
 
     Without ``stream`` the server answers with one JSON body, so there is no time to first token.
     """
-    url = urlsplit(base_url)
-    if url.scheme != "http" or url.hostname is None or url.port is None:
-        raise ValueError(f"base_url must look like http://host:port, got {base_url!r}")
-    request = completion_request(url.hostname, url.port, prompt, max_tokens, stream)
+    host, port = _address(base_url)
+    request = completion_request(host, port, prompt, max_tokens, stream)
     schedule = arrival_times(rate, count, burstiness, seed)
+    pool = ConnectionPool(host, port)
     t0 = time.perf_counter()
     tasks = []
     for offset in schedule:
         delay = t0 + offset - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(asyncio.wait_for(_send(url.hostname, url.port, request, t0), timeout_s)))
+        tasks.append(asyncio.create_task(asyncio.wait_for(_send(pool, request, t0), timeout_s)))
     results = await asyncio.gather(*tasks, return_exceptions=True)
+    pool.close()
     now = time.perf_counter() - t0
     return [result if isinstance(result, RequestRecord)
             else RequestRecord(offset, now, None, 0, 0, f"{type(result).__name__}: {result}")
             for offset, result in zip(schedule, results, strict=True)]
 
 
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop where it is installed (a fraction of asyncio's CPU per request), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 def open_loop(base_url: str, rate: float, count: int, prompt: str, max_tokens: int, burstiness: float = 1.0,
               seed: int = 0, slo_s: float = 0.05, timeout_s: float = 60.0, stream: bool = True) -> LoadReport:
     """Run the open-loop client and summarize it (see ``open_loop_async``)."""
-    records = asyncio.run(open_loop_async(base_url, rate, count, prompt, max_tokens, burstiness, seed, timeout_s,
-                                          stream))
+    records = run_async(open_loop_async(base_url, rate, count, prompt, max_tokens, burstiness, seed, timeout_s,
+                                        stream))
     return LoadReport.from_records(records, rate, slo_s)
+
+
+async def closed_loop_async(base_url: str, concurrency: int, count: int, prompt: str, max_tokens: int,
+                            timeout_s: float = 60.0, stream: bool = True) -> list[RequestRecord]:
+    """``concurrency`` clients, each sending its next completion when its last one ends, ``count`` in all."""
+    if concurrency < 1 or count < 1:
+        raise ValueError(f"concurrency and count must be at least 1, got {concurrency} and {count}")
+    host, port = _address(base_url)
+    request = completion_request(host, port, prompt, max_tokens, stream)
+    pool = ConnectionPool(host, port)
+    t0 = time.perf_counter()
+    records: list[RequestRecord] = []
+    unsent = count
+
+    async def client() -> None:
+        nonlocal unsent
+        while unsent > 0:
+            unsent -= 1
+            sent = time.perf_counter() - t0
+            try:
+                records.append(await asyncio.wait_for(_send(pool, request, t0), timeout_s))
+            except asyncio.TimeoutError:
+                records.append(RequestRecord(sent, time.perf_counter() - t0, None, 0, 0,
+                                             f"TimeoutError: no answer within {timeout_s} s"))
+
+    await asyncio.gather(*(client() for _ in range(min(concurrency, count))))
+    pool.close()
+    return records
+
+
+def saturate(base_url: str, count: int, prompt: str, max_tokens: int, concurrency: int, slo_s: float = 0.05,
+             timeout_s: float = 60.0, stream: bool = True) -> LoadReport:
+    """The server's throughput when it never waits for work: ``concurrency`` requests always outstanding.
+
+    With ``concurrency`` above the engine's slots the queue never empties, as in an offline run, while
+    the client reuses as many connections as it keeps requests in flight (sending all ``count`` at
+    once would instead measure a storm of connection set-ups).
+    """
+    records = run_async(closed_loop_async(base_url, concurrency, count, prompt, max_tokens, timeout_s, stream))
+    return LoadReport.from_records(records, math.inf, slo_s)
 
 
 def submit_and_wait(engine: Engine, prompts: Sequence[list[int]], params: SamplingParams,

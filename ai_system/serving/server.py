@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -122,6 +122,42 @@ class ServingMetrics:
         self.tokens.inc(len(request.generated))
 
 
+class EventRelay:
+    """Hands engine events to the event loop with one wakeup per burst, not one per token.
+
+    The engine emits a token for every busy row back to back each iteration (the process engine
+    delivers a whole iteration at once). A ``call_soon_threadsafe`` per token would wake the loop
+    and schedule a callback per token; here the first event of a burst schedules one drain and
+    the rest only join the list it empties.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[asyncio.Queue[Event], Event]] = []
+        self._scheduled = False
+        self._lock = threading.Lock()
+
+    def sink(self, events: asyncio.Queue[Event]) -> Callable[[Event], None]:
+        """An ``on_event`` for a request created on the running loop: it puts each event on ``events``."""
+        loop = asyncio.get_running_loop()
+
+        def on_event(event: Event) -> None:
+            with self._lock:
+                self._pending.append((events, event))
+                if self._scheduled:
+                    return
+                self._scheduled = True
+            loop.call_soon_threadsafe(self._drain)
+
+        return on_event
+
+    def _drain(self) -> None:
+        with self._lock:
+            pending, self._pending, self._scheduled = self._pending, [], False
+        for events, event in pending:
+            events.put_nowait(event)
+
+
+
 async def _wait_for_disconnect(http_request: HTTPRequest) -> None:
     while (await http_request.receive())["type"] != "http.disconnect":
         pass
@@ -161,6 +197,7 @@ def create_app(engine: Engine, tokenizer: Tokenizer, model_name: str = "debug", 
 
     app = FastAPI(title="ai-system inference server", lifespan=lifespan, docs_url="/docs" if docs else None,
                   redoc_url=None, openapi_url="/openapi.json" if docs else None)
+    relay = EventRelay()
     app.state.engine = engine
     app.state.metrics = metrics
     app.state.uvicorn_options = uvicorn_options(limits, metrics.count_error)
@@ -214,7 +251,6 @@ def create_app(engine: Engine, tokenizer: Tokenizer, model_name: str = "debug", 
                            param="model", kind="not_found")
         if (unsupported := body.unsupported()) is not None:
             raise APIError(400, unsupported[1], param=unsupported[0])
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
         try:
             prompt = tokenizer.encode(prompt_text)
@@ -224,7 +260,7 @@ def create_app(engine: Engine, tokenizer: Tokenizer, model_name: str = "debug", 
         try:
             params = SamplingParams(max_new_tokens=budget, temperature=body.temperature, top_p=body.top_p,
                                     seed=body.seed, stop_token=None if body.ignore_eos else tokenizer.eos_id)
-            request = Request(prompt, params, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+            request = Request(prompt, params, relay.sink(events))
             engine.submit(request)
         except ValueError as error:
             raise APIError(400, str(error).replace("max_new_tokens", "max_tokens")) from None
