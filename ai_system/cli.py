@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import typing
 
 COMMAND_MODULES = {
     "report": "ai_system.report.cli",
@@ -23,9 +24,17 @@ COMMAND_MODULES = {
 }
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An argument error is one line naming the bad value (no usage block), exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser with every command, or with ``command`` alone when it is known."""
-    parser = argparse.ArgumentParser(prog="ai-system", description=__doc__.splitlines()[0])
+    """The parser with every command, or with ``command`` alone when it is known; each command's
+    parser is a ``CommandParser`` too."""
+    parser = CommandParser(prog="ai-system", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMAND_MODULES.items():
         if command in (None, name):

@@ -294,6 +294,12 @@ def estimate(job: Job, layout: Layout, accelerator: Accelerator, compute_efficie
     )
 
 
+def _divisors(number: int) -> list[int]:
+    """Divisors of ``number`` in increasing order, in O(sqrt(number)) steps."""
+    small = [d for d in range(1, math.isqrt(number) + 1) if number % d == 0]
+    return small + [number // d for d in reversed(small) if d * d != number]
+
+
 def _powers_of_two(limit: int) -> list[int]:
     return [1 << i for i in range(limit.bit_length()) if (1 << i) <= limit]
 
@@ -301,13 +307,13 @@ def _powers_of_two(limit: int) -> list[int]:
 def candidate_layouts(job: Job, accelerator: Accelerator, n_gpus: int) -> list[Layout]:
     """Every tp × pp × dp × micro-batch × ZeRO × recompute layout of ``n_gpus`` the job admits.
 
-    TP stays within a node (powers of two up to its GPU count); PP divides the layers; interleaving
+    TP stays within a node (powers of two up to its GPU count); PP divides the layers and the GPUs; interleaving
     (2 virtual stages) is tried with every pipeline; a layout is kept if ``Layout.check`` accepts it
     for this model and batch, so every candidate is one the trainer runs.
     """
     layouts = []
     for tp in _powers_of_two(accelerator.devices_per_node):
-        for pp in (p for p in range(1, job.config.n_layers + 1) if job.config.n_layers % p == 0):
+        for pp in _divisors(math.gcd(job.config.n_layers, n_gpus)):
             if n_gpus % (tp * pp):
                 continue
             dp = n_gpus // (tp * pp)
