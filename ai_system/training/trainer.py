@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ai_system.data.sources import BYTE_VOCAB_SIZE, ByteCorpus, SequenceSource, 
 from ai_system.data.tokenizer import tokenizer_for_vocab
 from ai_system.distributed.launch import Runtime, init_runtime, shutdown
 from ai_system.distributed.parallelize import parallelize, set_gradient_sync, unwrapped_name
-from ai_system.distributed.pipeline import build_schedule, rank_stage_indices, stage_module
+from ai_system.distributed.pipeline import build_schedule, next_token_loss, rank_stage_indices, stage_module
 from ai_system.distributed.tensor_parallel import backward_vocab_parallel, vocab_parallel_cross_entropy
 from ai_system.models.transformer import Transformer
 from ai_system.training.checkpoint import Skipped, load_checkpoint, quarantine, save_checkpoint
@@ -72,11 +73,16 @@ def build_source(config: TrainConfig) -> SequenceSource:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: decaying norm gains just fights the normalization."""
+    """AdamW with weight decay on matrices only: decaying norm gains just fights the normalization.
+
+    The fused implementation updates each parameter in one pass over its memory (the ``foreach``
+    default makes a dozen), and on FSDP's DTensor parameters it is one dispatch per group rather
+    than one per elementwise op: measured 5-9 times faster per step on CPU (docs/systems/training.md).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=True)
 
 
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
@@ -120,10 +126,12 @@ class Trainer:
     its stage(s), each cut from the model on the meta device before any weight exists. Every part
     is initialized from the seed by parameter name before it is sharded, so all layouts start from
     the same weights. ``mesh`` is None for a single process without a process group.
+    ``stage_type`` and ``pipeline_loss`` let a measurement time the pipeline's pieces (``bubble.py``).
     """
 
     def __init__(self, config: TrainConfig, device: torch.device, mesh: DeviceMesh | None,
-                 stage_type: type[PipelineStage] = PipelineStage) -> None:
+                 stage_type: type[PipelineStage] = PipelineStage,
+                 pipeline_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = next_token_loss) -> None:
         layout = config.layout
         if mesh is None and layout.world_size > 1:
             raise ValueError(f"layout {layout} needs {layout.world_size} ranks; this process has no process group")
@@ -160,7 +168,7 @@ class Trainer:
         if layout.pp > 1:
             self.stages = [stage_type(part, index, layout.num_stages, device, group=self.pp_group)
                            for part, index in zip(parts, stage_indices, strict=True)]
-            self.pipeline = build_schedule(self.stages, layout.schedule, self.n_microbatches)
+            self.pipeline = build_schedule(self.stages, layout.schedule, self.n_microbatches, pipeline_loss)
 
     def replica_batch(self, global_batch: torch.Tensor) -> torch.Tensor:
         """This rank's data-parallel slice of a global batch (tp and pp peers get the same slice)."""
@@ -260,7 +268,9 @@ def run_training(config: TrainConfig, runtime: Runtime, mesh: DeviceMesh | None)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     model_config = config.model_config()
+    entered = time.perf_counter()
     resume = preflight(config, runtime)
+    preflight_seconds = time.perf_counter() - entered
     torch.manual_seed(config.seed)
     loader = ShardedBatches(build_source(config), config.batch_size, data_parallel_rank(mesh), config.layout.dp,
                             config.seed)
@@ -292,7 +302,8 @@ def run_training(config: TrainConfig, runtime: Runtime, mesh: DeviceMesh | None)
     log.event("resume" if resume is not None else "start", step=start_step, world_size=runtime.world_size,
               layout=config.layout.label(), device=str(runtime.device), params=model_config.num_params(),
               peak_flops=result.peak_flops, flops_per_token=flops_per_token,
-              checkpoint=str(resume.path) if resume is not None else None)
+              checkpoint=str(resume.path) if resume is not None else None,
+              preflight_seconds=preflight_seconds, setup_seconds=time.perf_counter() - entered)
     try:
         with step_profiler(config.profile_dir, runtime.rank) as profiled_step:
             for step in range(start_step + 1, config.steps + 1):
@@ -315,9 +326,11 @@ def run_training(config: TrainConfig, runtime: Runtime, mesh: DeviceMesh | None)
                     meta_out = {"model_config": asdict(model_config), "train_config": config.to_dict(),
                                 "layout": config.layout.label(), "scheduler": trainer.schedulers[0].state_dict(),
                                 "data": loader.state_dict(), "loss": loss}
+                    saving = time.perf_counter()
                     result.checkpoint = save_checkpoint(config.checkpoint_path, step, trainer.parts,
                                                         trainer.optimizers, runtime, meta_out, config.keep_checkpoints)
-                    log.event("checkpoint", step=step, path=str(result.checkpoint))
+                    log.event("checkpoint", step=step, path=str(result.checkpoint),
+                              seconds=time.perf_counter() - saving)
                 profiled_step()
         if config.export_dir is not None and result.checkpoint is not None and runtime.is_main:
             result.export = export_checkpoint(result.checkpoint, Path(config.export_dir))
