@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -176,6 +177,17 @@ def start_torchrun(nproc: int, train_args: Sequence[str], max_restarts: int = 0,
     finally:
         if log_path is not None:
             sink.close()
+
+
+def rank_process(job: subprocess.Popen, rank: int) -> psutil.Process | None:
+    """The worker process of ``rank`` in a job ``start_torchrun`` started (None until it exists), e.g. to kill it."""
+    for child in psutil.Process(job.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "ai_system.cli" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
 
 
 def run_torchrun(nproc: int, train_args: Sequence[str], timeout_s: float, threads: int = 1,

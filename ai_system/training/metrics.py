@@ -12,6 +12,7 @@ import json
 import resource
 import statistics
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -55,7 +56,8 @@ def _ends_mid_line(path: Path) -> bool:
 
 
 class MetricsLog:
-    """Rank 0's record of the run: a progress bar plus one JSON object per line (steps and events)."""
+    """Rank 0's record of the run: a progress bar plus one JSON object per line (steps and events), each
+    stamped with the wall-clock ``time`` it was written (what recovery after a restart is measured by)."""
 
     def __init__(self, path: str | Path | None, total_steps: int, start_step: int = 0, enabled: bool = True,
                  progress: bool = True) -> None:
@@ -91,7 +93,7 @@ class MetricsLog:
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(json.dumps({**record, "time": time.time()}) + "\n")
             self._file.flush()
 
     def close(self) -> None:

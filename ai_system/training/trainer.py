@@ -77,7 +77,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
     The fused implementation updates each parameter in one pass over its memory (the ``foreach``
     default makes a dozen), and on FSDP's DTensor parameters it is one dispatch per group rather
-    than one per elementwise op: measured 5-9 times faster per step on CPU (docs/systems/training.md).
+    than one per elementwise op.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
