@@ -37,7 +37,8 @@ def test_layouts_match_single_process(benchmark, record, profile):
     for text, result in zip(TWO_RANK + FOUR_RANK, results, strict=True):
         layout = Layout.parse(text)
         record(name="parity_grad_max_abs_diff", value=result.grad_max_diff, unit="abs", better="lower",
-               area="parallel", scale=f"{layout.world_size} gloo ranks",
+               area="parallel", scale=f"{layout.world_size} gloo ranks", goal=1e-6,
+               question="Does every parallel layout compute the same gradients as one process?",
                params={"layout": result.layout, "schedule": layout.schedule if layout.pp > 1 else "none",
                        "recompute": layout.recompute, "model": "debug-4-layers", "dtype": "float32",
                        "loss_abs_diff": result.loss_diff},
