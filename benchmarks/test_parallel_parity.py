@@ -30,7 +30,7 @@ def _compare_all(config: TrainConfig) -> list:
 
 def test_layouts_match_single_process(benchmark, record, profile):
     if profile.name == "quick":
-        pytest.skip("full profile only; tests/parallel asserts parity in CI")
+        pytest.skip("full profile only; tests/distributed/test_layout_parity.py asserts parity in CI")
     config = TrainConfig(model="debug", model_overrides={"n_layers": 4}, dataset="synthetic", seq_len=32, batch_size=8,
                          steps=10, warmup_steps=2, progress=False)
     results = benchmark.pedantic(_compare_all, args=(config,), rounds=1, iterations=1)
