@@ -54,9 +54,9 @@ def number(kind: type[int] | type[float], low: float | None = None, high: float 
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if math.isinf(value) and allow_inf and value > 0:
+        if kind is float and math.isinf(value) and allow_inf and value > 0:
             return value
-        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) \
+        if (kind is float and not math.isfinite(value)) or (low is not None and (value <= low if low_open else value < low)) \
                 or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value

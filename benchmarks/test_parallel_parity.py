@@ -30,14 +30,15 @@ def _compare_all(config: TrainConfig) -> list:
 
 def test_layouts_match_single_process(benchmark, record, profile):
     if profile.name == "quick":
-        pytest.skip("full profile only; tests/parallel asserts parity in CI")
+        pytest.skip("full profile only; tests/distributed/test_layout_parity.py asserts parity in CI")
     config = TrainConfig(model="debug", model_overrides={"n_layers": 4}, dataset="synthetic", seq_len=32, batch_size=8,
                          steps=10, warmup_steps=2, progress=False)
     results = benchmark.pedantic(_compare_all, args=(config,), rounds=1, iterations=1)
     for text, result in zip(TWO_RANK + FOUR_RANK, results, strict=True):
         layout = Layout.parse(text)
         record(name="parity_grad_max_abs_diff", value=result.grad_max_diff, unit="abs", better="lower",
-               area="parallel", scale=f"{layout.world_size} gloo ranks",
+               area="parallel", scale=f"{layout.world_size} gloo ranks", goal=1e-6,
+               question="Does every parallel layout compute the same gradients as one process?",
                params={"layout": result.layout, "schedule": layout.schedule if layout.pp > 1 else "none",
                        "recompute": layout.recompute, "model": "debug-4-layers", "dtype": "float32",
                        "loss_abs_diff": result.loss_diff},

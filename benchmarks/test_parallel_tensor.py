@@ -9,6 +9,7 @@ in its TP step-time prediction.
 
 from __future__ import annotations
 
+from ai_system.bench.metrics import Baseline
 from ai_system.distributed.launch import run_distributed
 from ai_system.training.config import TrainConfig
 from ai_system.training.parity import time_tensor_parallel_variants
@@ -29,4 +30,6 @@ def test_tensor_parallel_variants(benchmark, record):
         if variant != "unsharded":
             record(name="tp_speedup_vs_unsharded", value=seconds["unsharded"] / value, unit="×", better="higher",
                    area="parallel", scale=f"{RANKS} gloo ranks", params=params,
+                   question="Does 2-way tensor parallelism make a training step faster than one process?",
+                   baseline=Baseline("one unsharded process", seconds["unsharded"], "s", ours=value),
                    description=f"{variant}: unsharded forward+backward time / tensor-parallel time")

@@ -18,14 +18,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import psutil
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("gloo", "nccl")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,37 @@ def init_runtime(backend: str | None = None) -> Runtime:
                                 store=dist.PrefixStore(f"attempt{attempt}", store), rank=rank,
                                 world_size=world_size, device_id=device if cuda else None)
     return Runtime(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device, distributed=True)
+
+
+ALONE = Runtime(rank=0, world_size=1, device=torch.device("cpu"), distributed=False)
+"""A process on its own: what a check run before any process group exists (the launcher) passes."""
+
+
+def from_main(runtime: Runtime, value: T) -> T:
+    """Rank 0's ``value`` on every rank (others pass anything, e.g. None): the ranks act on one answer."""
+    if not runtime.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def decided_on_main(runtime: Runtime, decide: Callable[[], T]) -> T:
+    """``decide()`` on rank 0 only, its answer or its ``ValueError``/``OSError`` delivered to every rank.
+
+    For checks a shared filesystem answers (is this directory writable?): if each rank asked on
+    its own, one could fail while its peers wait for it in the next collective.
+    """
+    outcome: tuple[bool, Any] = (True, None)
+    if runtime.is_main:
+        try:
+            outcome = (True, decide())
+        except (ValueError, OSError) as error:
+            outcome = (False, error)
+    succeeded, value = from_main(runtime, outcome)
+    if not succeeded:
+        raise value
+    return value
 
 
 def shutdown(runtime: Runtime) -> None:
@@ -144,6 +177,17 @@ def start_torchrun(nproc: int, train_args: Sequence[str], max_restarts: int = 0,
     finally:
         if log_path is not None:
             sink.close()
+
+
+def rank_process(job: subprocess.Popen, rank: int) -> psutil.Process | None:
+    """The worker process of ``rank`` in a job ``start_torchrun`` started (None until it exists), e.g. to kill it."""
+    for child in psutil.Process(job.pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "ai_system.cli" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
 
 
 def run_torchrun(nproc: int, train_args: Sequence[str], timeout_s: float, threads: int = 1,

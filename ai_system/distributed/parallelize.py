@@ -11,7 +11,9 @@ The order matters and is the same for every layout:
 4. **FSDP2** (``fully_shard``) per block, then at the root: per-block units let one block's
    all-gather run while the previous one computes and free its parameters after; the root unit
    holds the embedding, final norm and head. Its mixed-precision policy casts parameters to the
-   compute dtype after gathering and reduces gradients in fp32.
+   compute dtype after gathering and reduces gradients in fp32. Each unit starts the next one's
+   all-gather in forward as soon as its own parameters are there (``prefetch_all_gathers``), and
+   the last block keeps its parameters through the backward, which needs them first.
 
 A pipeline cuts the model into stages before any of this (``pipeline.stage_module``), and each
 stage is parallelized on its own. Parameter names do not change (``Module.compile`` compiles in
@@ -95,10 +97,31 @@ def parallelize(model: Transformer, mesh: DeviceMesh | None, layout: Layout, par
         shard_mesh = dp_mesh(mesh, layout)
         policy = mixed_precision(param_dtype)
         reshard = layout.zero == 3
-        for block in model.layers.values():
-            fully_shard(block, mesh=shard_mesh, mp_policy=policy, reshard_after_forward=reshard)
+        blocks = list(model.layers.values())
+        for index, block in enumerate(blocks):
+            fully_shard(block, mesh=shard_mesh, mp_policy=policy,
+                        reshard_after_forward=reshard and index < len(blocks) - 1)
         fully_shard(model, mesh=shard_mesh, mp_policy=policy, reshard_after_forward=reshard)
+        prefetch_all_gathers(model, mesh.device_type)
     return model
+
+
+def prefetch_all_gathers(model: Transformer, device_type: str) -> None:
+    """Have every FSDP unit start the next unit's all-gather in forward once its own is done.
+
+    On a GPU, FSDP2 overlaps collectives with compute on separate CUDA streams, and the explicit
+    forward prefetch only issues the next all-gather a little earlier. A CPU has no streams: a
+    collective issued without ``async_op`` blocks the calling thread until its bytes have arrived,
+    so without this every all-gather sits on the critical path. There the unshards are issued
+    asynchronously (gloo moves the bytes on its own threads, and FSDP waits for them just before
+    copying them out), so block i+1's parameters travel while block i computes, in forward and,
+    through FSDP's default backward prefetch, in backward.
+    """
+    units = [model, *model.layers.values()]
+    for unit, following in zip(units, units[1:], strict=False):
+        unit.set_modules_to_forward_prefetch([following])
+    if device_type == "cpu":
+        model._set_unshard_async_op(True)
 
 
 def set_gradient_sync(module: nn.Module, sync: bool) -> None:

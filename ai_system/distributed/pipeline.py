@@ -10,12 +10,16 @@ A batch is split into micro-batches and a schedule interleaves their forwards an
 
 With p stages and m micro-batches of equal cost the idle fraction of a step (the bubble) is
 (p-1)/(m+p-1) for GPipe and 1F1B and (p-1)/(v·m+p-1) interleaved (Narayanan et al., 2021, §2.2).
+Real stages are neither equal nor free to talk to each other: ``simulate_pipeline`` replays each
+rank's order of work with given durations and transfer times, which is the prediction the
+measured bubble is held to (``ai_system.training.bubble``).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +35,63 @@ def bubble_fraction(num_stages: int, n_microbatches: int, stages_per_rank: int =
         raise ValueError(f"stages, micro-batches and stages per rank must be >= 1, got "
                          f"{num_stages}, {n_microbatches}, {stages_per_rank}")
     return (num_stages - 1) / (stages_per_rank * n_microbatches + num_stages - 1)
+
+
+@dataclass(frozen=True)
+class Work:
+    """One piece of a rank's pipeline step: stage ``stage``'s forward ("F"), loss ("L", last stage only)
+    or backward ("B") of micro-batch ``microbatch``, or its gradient scaling at the end ("R", microbatch -1)."""
+
+    kind: str
+    stage: int
+    microbatch: int
+
+
+def input_of(work: Work, num_stages: int) -> Work | None:
+    """The work whose output ``work`` consumes (on whatever rank), or None."""
+    if work.kind == "F" and work.stage > 0:
+        return Work("F", work.stage - 1, work.microbatch)
+    if work.kind == "L":
+        return Work("F", work.stage, work.microbatch)
+    if work.kind == "B":
+        return Work("B", work.stage + 1, work.microbatch) if work.stage < num_stages - 1 else \
+            Work("L", work.stage, work.microbatch)
+    return None
+
+
+def simulate_pipeline(programs: Sequence[Sequence[Work]], seconds: Mapping[Work, float],
+                      transfer_seconds: float, num_stages: int, overhead_seconds: float = 0.0
+                      ) -> tuple[float, list[float]]:
+    """Step time and per-rank busy time of a pipeline step, from each rank's order of work.
+
+    Each piece starts as soon as its rank is free and its input is there: a neighbour's forward
+    output or gradient arrives ``transfer_seconds`` after it is computed (no delay on the same
+    rank); ``seconds[work]`` is how long each piece takes, and ``overhead_seconds`` what the
+    schedule itself spends on a rank between two pieces (posting sends and receives, bookkeeping).
+    """
+    rank_of = {work.stage: rank for rank, program in enumerate(programs) for work in program}
+    done: dict[Work, float] = {}
+    free = [0.0] * len(programs)
+    position = [0] * len(programs)
+    while any(position[rank] < len(program) for rank, program in enumerate(programs)):
+        progressed = False
+        for rank, program in enumerate(programs):
+            while position[rank] < len(program):
+                work = program[position[rank]]
+                needed = input_of(work, num_stages)
+                if needed is not None and needed not in done:
+                    break
+                arrival = 0.0 if needed is None else \
+                    done[needed] + (transfer_seconds if rank_of[needed.stage] != rank else 0.0)
+                free[rank] = max(free[rank] + (overhead_seconds if position[rank] else 0.0), arrival) \
+                    + seconds[work]
+                done[work] = free[rank]
+                position[rank] += 1
+                progressed = True
+        if not progressed:
+            raise ValueError(f"the programs deadlock: every rank waits for work no rank has done ({position})")
+    busy = [sum(seconds[work] for work in program) for program in programs]
+    return max(free), busy
 
 
 def stage_layer_ranges(n_layers: int, num_stages: int) -> list[range]:

@@ -27,6 +27,10 @@ class ModelConfig:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("n_kv_heads", "ffn_dim"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"ModelConfig.{name} must be positive or None (the default), "
+                                 f"got {getattr(self, name)}")
         if self.dim % self.n_heads:
             raise ValueError(f"ModelConfig.dim={self.dim} must be divisible by n_heads={self.n_heads}")
         if self.head_dim % 2:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass, field, replace
 
 from ai_system.distributed.layout import RECOMPUTE, ZERO_STAGES, Layout
@@ -288,8 +289,11 @@ MAX_VIRTUAL_STAGES = 8
 
 
 def _divisors(count: int, limit: int) -> list[int]:
-    """Divisors of ``count`` up to ``limit`` (none of 0)."""
-    return [value for value in range(1, min(count, limit) + 1) if count % value == 0]
+    """Divisors of ``count`` up to ``limit`` (none of 0), in O(sqrt(count)) steps: GPU counts can be huge."""
+    if count <= 0:
+        return []
+    small = [d for d in range(1, math.isqrt(count) + 1) if count % d == 0]
+    return [d for d in small + [count // d for d in reversed(small) if d * d != count] if d <= limit]
 
 
 def candidate_layouts(job: Job, accelerator: Accelerator, n_gpus: int) -> list[Layout]:

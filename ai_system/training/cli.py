@@ -4,6 +4,10 @@
 than one rank started outside torchrun re-launches itself under torchrun with that many local
 ranks (``--max-restarts`` for fault tolerance with ``--resume auto``); under torchrun (or a plain
 single process) it trains. ``implementation/training/train.py`` is the same command.
+
+Anything a user can get wrong (a value, an unwritable path, a damaged or mismatched checkpoint) is
+one line on stderr naming it, exit status 2, before any step runs; the launcher checks it before it
+starts torchrun. A run whose loss diverges stops with one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
-from ai_system.distributed.launch import REPO_ROOT, torchrun_command
+from ai_system.cli import CommandParser
+from ai_system.distributed.launch import ALONE, REPO_ROOT, torchrun_command
 from ai_system.distributed.layout import Layout
 from ai_system.distributed.parallelize import PARAM_DTYPES
 from ai_system.models.config import MODEL_CONFIGS
 from ai_system.training.config import DATASETS, TrainConfig
+from ai_system.training.preflight import RunRefused, preflight
 
 DEFAULTS = TrainConfig()
 
@@ -31,10 +38,21 @@ def layout_argument(text: str) -> Layout:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def json_object_argument(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"n_layers\": 2}}', got {text!r} "
+                                         f"({error.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"n_layers\": 2}}', got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg = parser.add_argument
     arg("--model", default=DEFAULTS.model, choices=sorted(MODEL_CONFIGS), help="named model config")
-    arg("--model-overrides", type=json.loads, default={}, help='JSON, e.g. \'{"n_layers": 2}\'')
+    arg("--model-overrides", type=json_object_argument, default={}, help='JSON, e.g. \'{"n_layers": 2}\'')
     arg("--dataset", default=DEFAULTS.dataset, choices=DATASETS,
         help="stdlib: Python's standard library sources, byte-level; synthetic: seeded random tokens")
     arg("--seq-len", type=int, default=DEFAULTS.seq_len)
@@ -64,6 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     arg("--log-file", default=None, help="JSON-lines metrics file (rank 0)")
     arg("--log-every", type=int, default=DEFAULTS.log_every)
     arg("--no-progress", dest="progress", action="store_false")
+    arg("--profile-dir", default=None,
+        help="write a torch.profiler Chrome trace of steps 3-5 per rank (rank{r}.json) into this directory")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -91,20 +111,37 @@ def train_arguments(config: TrainConfig) -> list[str]:
     return arguments
 
 
+def refuse(message: str, status: int = 2) -> int:
+    """One line on stderr (from rank 0 only, under torchrun) and the exit status."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"ai-system train: error: {message}", file=sys.stderr)
+    return status
+
+
 def run(args: argparse.Namespace) -> int:
-    """Train here, or start torchrun with the layout's ranks running this same command."""
+    """Train here, or check the run and start torchrun with the layout's ranks running this same command."""
     try:
         config = config_from_args(args)
-    except (TypeError, ValueError) as error:
-        print(f"ai-system train: error: {error}", file=sys.stderr)
-        return 2
+        if args.max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {args.max_restarts}")
+    except (TypeError, ValueError, OverflowError) as error:
+        return refuse(str(error))
     if config.layout.world_size > 1 and "WORLD_SIZE" not in os.environ:
+        try:
+            preflight(config, ALONE)
+        except RunRefused as error:
+            return refuse(str(error))
         command = torchrun_command(config.layout.world_size, train_arguments(config), args.max_restarts)
         return subprocess.call(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": os.environ.get(
             "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // config.layout.world_size)))})
     from ai_system.training.trainer import train
 
-    train(config)
+    try:
+        train(config)
+    except RunRefused as error:
+        return refuse(str(error))
+    except FloatingPointError as error:
+        return refuse(f"{error}; lower --lr, or resume from an earlier checkpoint with a lower one", status=1)
     return 0
 
 
@@ -116,7 +153,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="FSDP2 training of the shared transformer")
+    parser = CommandParser(prog="ai-system train", description="FSDP2 training of the shared transformer")
     add_arguments(parser)
     return parser
 

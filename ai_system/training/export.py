@@ -19,12 +19,12 @@ from ai_system.data.tokenizer import tokenizer_for_vocab
 from ai_system.models.config import ModelConfig
 from ai_system.models.pretrained import save_pretrained
 from ai_system.models.transformer import Transformer
-from ai_system.training.checkpoint import read_meta
+from ai_system.training.checkpoint import verify_checkpoint
 
 
 def consolidated_state_dict(checkpoint: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """The model config and the whole model's weights stored in a DCP training checkpoint."""
-    meta = read_meta(checkpoint)
+    """The model config and the whole model's weights stored in a DCP training checkpoint (verified first)."""
+    meta = verify_checkpoint(checkpoint)
     config = ModelConfig(**meta["model_config"])
     with torch.device("meta"):
         skeleton = Transformer(config)

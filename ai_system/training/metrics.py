@@ -12,6 +12,7 @@ import json
 import resource
 import statistics
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -46,8 +47,17 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _ends_mid_line(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) != b"\n"
+
+
 class MetricsLog:
-    """Rank 0's record of the run: a progress bar plus one JSON object per line (steps and events)."""
+    """Rank 0's record of the run: a progress bar plus one JSON object per line (steps and events), each
+    stamped with the wall-clock ``time`` it was written (what recovery after a restart is measured by)."""
 
     def __init__(self, path: str | Path | None, total_steps: int, start_step: int = 0, enabled: bool = True,
                  progress: bool = True) -> None:
@@ -58,7 +68,10 @@ class MetricsLog:
             return
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            torn = _ends_mid_line(Path(path))
             self._file = Path(path).open("a")
+            if torn:
+                self._file.write("\n")  # the line a killed run left half-written stays alone on its line
         if progress:
             self._bar = tqdm(total=total_steps, initial=start_step, unit="step", file=sys.stderr,
                              dynamic_ncols=True)
@@ -80,7 +93,7 @@ class MetricsLog:
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(json.dumps({**record, "time": time.time()}) + "\n")
             self._file.flush()
 
     def close(self) -> None:
@@ -91,7 +104,14 @@ class MetricsLog:
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Every record of a metrics log; a line a killed process left half-written is skipped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def step_records(path: str | Path) -> dict[int, dict[str, Any]]:

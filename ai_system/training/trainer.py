@@ -7,17 +7,19 @@ norm → AdamW with decay groups → warmup-cosine learning rate → log → DCP
 group, under whatever ``config.layout`` says: FSDP, TP/SP, PP (GPipe, 1F1B, interleaved) and their
 compositions. ``Trainer`` is one rank's share of the run; it never branches on which parallelisms
 are on except where the work itself differs (a pipeline schedule instead of a micro-batch loop,
-vocabulary-parallel logits). Everything that can be wrong with a config or a checkpoint is checked
-before the model is built, so a bad run fails in seconds with a message, not mid-run.
+vocabulary-parallel logits). Everything that can be wrong with a config, an output path or a
+checkpoint is checked before the model is built (``TrainConfig`` and ``preflight``), so a bad run
+fails in seconds with a message, not mid-run.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,23 +28,25 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.pipelining import PipelineStage
 from torch.distributed.tensor import DTensor
 
-from ai_system.bench.peaks import best_rate, matmul_workload
+from ai_system.bench.peaks import measure_peak
 from ai_system.data.loader import ShardedBatches
 from ai_system.data.sources import BYTE_VOCAB_SIZE, ByteCorpus, SequenceSource, SyntheticTokens, TokenizedCorpus
 from ai_system.data.tokenizer import tokenizer_for_vocab
 from ai_system.distributed.launch import Runtime, init_runtime, shutdown
 from ai_system.distributed.parallelize import parallelize, set_gradient_sync, unwrapped_name
-from ai_system.distributed.pipeline import build_schedule, rank_stage_indices, stage_module
+from ai_system.distributed.pipeline import build_schedule, next_token_loss, rank_stage_indices, stage_module
 from ai_system.distributed.tensor_parallel import backward_vocab_parallel, vocab_parallel_cross_entropy
-from ai_system.models.config import ModelConfig
 from ai_system.models.transformer import Transformer
-from ai_system.training.checkpoint import latest_checkpoint, load_checkpoint, read_meta, save_checkpoint
+from ai_system.training.checkpoint import Skipped, load_checkpoint, quarantine, save_checkpoint
 from ai_system.training.config import TrainConfig
 from ai_system.training.export import export_checkpoint
 from ai_system.training.metrics import MetricsLog, StepMetrics, mfu, peak_memory_bytes
+from ai_system.training.preflight import RunRefused, preflight
+from ai_system.training.profiling import step_profiler
 from ai_system.training.schedule import warmup_cosine_scheduler
 
-PEAK_MATMUL_N = {"cpu": 1024, "cuda": 8192}
+PEAK_MATMUL_SIZES = {"cpu": (512, 1024), "cuda": (4096, 8192)}
+PEAK_MIN_TIME_S = 0.2
 
 
 @dataclass
@@ -68,31 +72,17 @@ def build_source(config: TrainConfig) -> SequenceSource:
     return TokenizedCorpus.stdlib(config.seq_len, tokenizer_for_vocab(vocab_size))
 
 
-def resolve_resume(config: TrainConfig) -> Path | None:
-    """``resume="auto"``: the latest finished checkpoint if any (what a restarted job wants); a path: that one."""
-    if config.resume is None:
-        return None
-    if config.resume == "auto":
-        if config.checkpoint_path is None:
-            raise ValueError("resume='auto' needs a checkpoint_dir to look in")
-        return latest_checkpoint(config.checkpoint_path)
-    path = Path(config.resume)
-    read_meta(path)
-    return path
-
-
-def check_compatible(meta: dict[str, Any], model_config: ModelConfig, path: Path) -> None:
-    if meta["model_config"] != asdict(model_config):
-        raise ValueError(f"checkpoint {path} holds a model of shape {meta['model_config']}, "
-                         f"but this run builds {asdict(model_config)}")
-
-
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: decaying norm gains just fights the normalization."""
+    """AdamW with weight decay on matrices only: decaying norm gains just fights the normalization.
+
+    The fused implementation updates each parameter in one pass over its memory (the ``foreach``
+    default makes a dozen), and on FSDP's DTensor parameters it is one dispatch per group rather
+    than one per elementwise op.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=True)
 
 
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
@@ -122,6 +112,13 @@ def gradient_norm(grads: list[torch.Tensor], device: torch.device, pp_group: dis
     return squares.sqrt()
 
 
+def data_parallel_rank(mesh: DeviceMesh | None) -> int:
+    """This rank's index among the data-parallel replicas (0 without a mesh)."""
+    if mesh is None:
+        return 0
+    return mesh["dp_replicate"].get_local_rank() * mesh["dp_shard"].size() + mesh["dp_shard"].get_local_rank()
+
+
 class Trainer:
     """One rank's share of a run under ``config.layout``: its model parts, optimizers and schedule.
 
@@ -129,10 +126,12 @@ class Trainer:
     its stage(s), each cut from the model on the meta device before any weight exists. Every part
     is initialized from the seed by parameter name before it is sharded, so all layouts start from
     the same weights. ``mesh`` is None for a single process without a process group.
+    ``stage_type`` and ``pipeline_loss`` let a measurement time the pipeline's pieces (``bubble.py``).
     """
 
     def __init__(self, config: TrainConfig, device: torch.device, mesh: DeviceMesh | None,
-                 stage_type: type[PipelineStage] = PipelineStage) -> None:
+                 stage_type: type[PipelineStage] = PipelineStage,
+                 pipeline_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = next_token_loss) -> None:
         layout = config.layout
         if mesh is None and layout.world_size > 1:
             raise ValueError(f"layout {layout} needs {layout.world_size} ranks; this process has no process group")
@@ -142,12 +141,11 @@ class Trainer:
         self.model_config = config.model_config()
         self.n_microbatches = layout.microbatches(config.batch_size)
         self.micro_batch = config.batch_size // (layout.dp * self.n_microbatches)
+        self.dp_rank = data_parallel_rank(mesh)
         if mesh is None:
-            self.pp_rank = self.dp_rank = self.tp_rank = 0
+            self.pp_rank = self.tp_rank = 0
         else:
             self.pp_rank, self.tp_rank = mesh["pp"].get_local_rank(), mesh["tp"].get_local_rank()
-            self.dp_rank = mesh["dp_replicate"].get_local_rank() * mesh["dp_shard"].size() \
-                + mesh["dp_shard"].get_local_rank()
         self.is_first_stage, self.is_last_stage = self.pp_rank == 0, self.pp_rank == layout.pp - 1
         self.pp_group = mesh["pp"].get_group() if mesh is not None and layout.pp > 1 else None
 
@@ -170,7 +168,7 @@ class Trainer:
         if layout.pp > 1:
             self.stages = [stage_type(part, index, layout.num_stages, device, group=self.pp_group)
                            for part, index in zip(parts, stage_indices, strict=True)]
-            self.pipeline = build_schedule(self.stages, layout.schedule, self.n_microbatches)
+            self.pipeline = build_schedule(self.stages, layout.schedule, self.n_microbatches, pipeline_loss)
 
     def replica_batch(self, global_batch: torch.Tensor) -> torch.Tensor:
         """This rank's data-parallel slice of a global batch (tp and pp peers get the same slice)."""
@@ -238,9 +236,11 @@ class Trainer:
 
 
 def measure_peak_flops(runtime: Runtime, dtype: str) -> float:
-    """Dense-matmul FLOP/s of all ranks together, each measured while the others measure too."""
-    rate = torch.tensor(best_rate(matmul_workload(PEAK_MATMUL_N[runtime.device.type], dtype, runtime.device)),
-                        dtype=torch.float64, device=runtime.device)
+    """Dense-matmul FLOP/s of all ranks together, each measured with its own thread count while the
+    others measure too (``bench.peaks.measure_peak``: the best rate over sizes and timed trials)."""
+    peak = measure_peak("matmul", str(runtime.device), dtype, PEAK_MATMUL_SIZES[runtime.device.type],
+                        threads=torch.get_num_threads(), min_time_s=PEAK_MIN_TIME_S)
+    rate = torch.tensor(peak.rate, dtype=torch.float64, device=runtime.device)
     if runtime.distributed:
         dist.all_reduce(rate)
     return float(rate)
@@ -252,7 +252,11 @@ def train(config: TrainConfig) -> TrainResult:
     runtime = init_runtime()
     try:
         if config.layout.world_size != runtime.world_size:
-            raise ValueError(f"layout {config.layout} needs {config.layout.world_size} ranks, got {runtime.world_size}")
+            raise RunRefused(f"layout {config.layout} needs {config.layout.world_size} ranks, got {runtime.world_size}")
+        if config.param_dtype != "float32" and not runtime.distributed:
+            raise RunRefused(f"param_dtype={config.param_dtype!r} needs FSDP's mixed precision, which needs a process "
+                             "group: start one rank with torchrun (torchrun --nproc-per-node 1 -m ai_system.cli train "
+                             "...)")
         mesh = config.layout.build_mesh(runtime.device.type) if runtime.distributed else None
         return run_training(config, runtime, mesh)
     finally:
@@ -264,53 +268,70 @@ def run_training(config: TrainConfig, runtime: Runtime, mesh: DeviceMesh | None)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     model_config = config.model_config()
-    resume_path = resolve_resume(config)
-    meta = read_meta(resume_path) if resume_path is not None else None
-    if meta is not None:
-        check_compatible(meta, model_config, resume_path)
+    entered = time.perf_counter()
+    resume = preflight(config, runtime)
+    preflight_seconds = time.perf_counter() - entered
     torch.manual_seed(config.seed)
-    trainer = Trainer(config, runtime.device, mesh)
-    loader = ShardedBatches(build_source(config), config.batch_size, trainer.dp_rank, config.layout.dp, config.seed)
+    loader = ShardedBatches(build_source(config), config.batch_size, data_parallel_rank(mesh), config.layout.dp,
+                            config.seed)
     start_step = 0
-    if meta is not None:
-        loader.load_state_dict(meta["data"])
-        load_checkpoint(resume_path, trainer.parts, trainer.optimizers, runtime)
+    if resume is not None:
+        try:
+            loader.load_state_dict(resume.meta["data"])
+        except ValueError as error:
+            raise RunRefused(f"checkpoint {resume.path}: {error}") from None
+        start_step = resume.step
+    quarantined: list[tuple[Skipped, Path]] = []
+    if runtime.is_main and resume is not None:
+        for skipped in resume.skipped:
+            quarantined.append((skipped, quarantine(skipped.path)))
+            print(f"ai-system train: skipped checkpoint {skipped.path} (moved to {quarantined[-1][1].name}): "
+                  f"{skipped.reason}", file=sys.stderr)
+    trainer = Trainer(config, runtime.device, mesh)
+    if resume is not None:
+        load_checkpoint(resume.path, trainer.parts, trainer.optimizers, runtime, resume.meta)
         for scheduler in trainer.schedulers:
-            scheduler.load_state_dict(meta["scheduler"])
-        start_step = meta["step"]
+            scheduler.load_state_dict(resume.meta["scheduler"])
 
     result = TrainResult(start_step=start_step, peak_flops=measure_peak_flops(runtime, config.param_dtype))
     flops_per_token = model_config.train_flops_per_token(config.seq_len)
     tokens_per_step = config.batch_size * config.seq_len
     log = MetricsLog(config.log_file, config.steps, start_step, enabled=runtime.is_main, progress=config.progress)
-    log.event("resume" if meta is not None else "start", step=start_step, world_size=runtime.world_size,
+    for skipped, target in quarantined:
+        log.event("skipped_checkpoint", path=str(skipped.path), moved_to=str(target), reason=skipped.reason)
+    log.event("resume" if resume is not None else "start", step=start_step, world_size=runtime.world_size,
               layout=config.layout.label(), device=str(runtime.device), params=model_config.num_params(),
               peak_flops=result.peak_flops, flops_per_token=flops_per_token,
-              checkpoint=str(resume_path) if resume_path else None)
+              checkpoint=str(resume.path) if resume is not None else None,
+              preflight_seconds=preflight_seconds, setup_seconds=time.perf_counter() - entered)
     try:
-        for step in range(start_step + 1, config.steps + 1):
-            started = time.perf_counter()
-            batch = loader.next_batch().to(runtime.device, non_blocking=True)
-            loss, grad_norm, lr = trainer.step(batch)
-            elapsed = time.perf_counter() - started
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at step {step}")
-            metrics = StepMetrics(
-                step=step, loss=loss, lr=lr, grad_norm=grad_norm, step_time_s=elapsed,
-                tokens_per_s=tokens_per_step / elapsed, samples_per_s=config.batch_size / elapsed,
-                mfu=mfu(flops_per_token, tokens_per_step / elapsed, result.peak_flops),
-                peak_memory_bytes=peak_memory_bytes(runtime.device))
-            result.steps.append(metrics)
-            if step % config.log_every == 0 or step == config.steps:
-                log.step(metrics)
-            due = config.checkpoint_every and step % config.checkpoint_every == 0
-            if config.checkpoint_path is not None and (due or step == config.steps):
-                meta_out = {"model_config": asdict(model_config), "train_config": config.to_dict(),
-                            "layout": config.layout.label(), "scheduler": trainer.schedulers[0].state_dict(),
-                            "data": loader.state_dict(), "loss": loss}
-                result.checkpoint = save_checkpoint(config.checkpoint_path, step, trainer.parts, trainer.optimizers,
-                                                    runtime, meta_out, config.keep_checkpoints)
-                log.event("checkpoint", step=step, path=str(result.checkpoint))
+        with step_profiler(config.profile_dir, runtime.rank) as profiled_step:
+            for step in range(start_step + 1, config.steps + 1):
+                started = time.perf_counter()
+                batch = loader.next_batch().to(runtime.device, non_blocking=True)
+                loss, grad_norm, lr = trainer.step(batch)
+                elapsed = time.perf_counter() - started
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {step}")
+                metrics = StepMetrics(
+                    step=step, loss=loss, lr=lr, grad_norm=grad_norm, step_time_s=elapsed,
+                    tokens_per_s=tokens_per_step / elapsed, samples_per_s=config.batch_size / elapsed,
+                    mfu=mfu(flops_per_token, tokens_per_step / elapsed, result.peak_flops),
+                    peak_memory_bytes=peak_memory_bytes(runtime.device))
+                result.steps.append(metrics)
+                if step % config.log_every == 0 or step == config.steps:
+                    log.step(metrics)
+                due = config.checkpoint_every and step % config.checkpoint_every == 0
+                if config.checkpoint_path is not None and (due or step == config.steps):
+                    meta_out = {"model_config": asdict(model_config), "train_config": config.to_dict(),
+                                "layout": config.layout.label(), "scheduler": trainer.schedulers[0].state_dict(),
+                                "data": loader.state_dict(), "loss": loss}
+                    saving = time.perf_counter()
+                    result.checkpoint = save_checkpoint(config.checkpoint_path, step, trainer.parts,
+                                                        trainer.optimizers, runtime, meta_out, config.keep_checkpoints)
+                    log.event("checkpoint", step=step, path=str(result.checkpoint),
+                              seconds=time.perf_counter() - saving)
+                profiled_step()
         if config.export_dir is not None and result.checkpoint is not None and runtime.is_main:
             result.export = export_checkpoint(result.checkpoint, Path(config.export_dir))
             log.event("export", step=config.steps, path=str(result.export))

@@ -7,10 +7,9 @@ import signal
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from ai_system.distributed.launch import run_torchrun, start_torchrun
+from ai_system.distributed.launch import rank_process, run_torchrun, start_torchrun
 from ai_system.training.cli import parse_config
 from ai_system.training.metrics import read_log, step_records
 from ai_system.training.trainer import train
@@ -52,16 +51,6 @@ def test_a_two_rank_checkpoint_resumes_on_one_process(two_rank_run):
     assert resumed.losses == pytest.approx([sharded[s]["loss"] for s in range(31, STEPS + 1)], abs=1e-5, rel=0)
 
 
-def rank_process(job: psutil.Process, rank: int) -> psutil.Process | None:
-    for child in job.children(recursive=True):
-        try:
-            if child.environ().get("RANK") == str(rank) and "ai_system.cli" in " ".join(child.cmdline()):
-                return child
-        except psutil.Error:
-            continue
-    return None
-
-
 def last_logged_step(log_file: Path) -> int:
     if not log_file.exists():
         return 0
@@ -75,7 +64,7 @@ def test_sigkilled_rank_restarts_from_checkpoint_and_finishes_with_the_same_loss
         victim = None
         while victim is None and time.monotonic() < deadline and job.poll() is None:
             if last_logged_step(tmp_path / "log.jsonl") >= 12:
-                victim = rank_process(psutil.Process(job.pid), rank=1)
+                victim = rank_process(job, rank=1)
             time.sleep(0.02)
         assert victim is not None, f"rank 1 never got past step 12:\n{(tmp_path / 'out.txt').read_text()[-2000:]}"
         victim.send_signal(signal.SIGKILL)

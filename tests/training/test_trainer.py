@@ -14,6 +14,7 @@ from ai_system.distributed.parallelize import mixed_precision
 from ai_system.training import checkpoint
 from ai_system.training.config import TrainConfig
 from ai_system.training.metrics import mfu, read_log
+from ai_system.training.preflight import RunRefused
 from ai_system.training.schedule import WarmupCosine
 from ai_system.training.trainer import train
 
@@ -78,7 +79,7 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypat
         train(tiny(steps=8, checkpoint_dir=str(tmp_path), checkpoint_every=2, keep_checkpoints=5))
     monkeypatch.undo()
     assert (tmp_path / "step_00000006.tmp").is_dir()
-    assert checkpoint.latest_checkpoint(tmp_path).name == "step_00000004"
+    assert checkpoint.newest_intact(tmp_path)[0].name == "step_00000004"
     resumed = train(tiny(steps=8, checkpoint_dir=str(tmp_path), checkpoint_every=2, resume="auto"))
     assert resumed.start_step == 4
     assert resumed.losses == train(tiny(steps=8)).losses[4:]
@@ -99,7 +100,7 @@ def test_bad_configs_fail_before_training(tmp_path):
     for field, value in (("lr", float("inf")), ("weight_decay", float("nan")), ("grad_clip", float("nan"))):
         with pytest.raises(ValueError, match=field):
             tiny(**{field: value})
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+    with pytest.raises(RunRefused, match="no checkpoint at .*missing"):
         train(tiny(resume=str(tmp_path / "missing")))
     with pytest.raises(ValueError, match="unknown model config|model must be one of"):
         tiny(model="2B")
@@ -143,10 +144,12 @@ def test_config_round_trips_and_rejects_unknown_fields():
         TrainConfig.from_dict({"colour": "blue"})
 
 
-def test_checkpoint_meta_is_required(tmp_path: Path):
+def test_checkpoint_meta_and_manifest_are_required(tmp_path: Path):
     (tmp_path / "step_00000001").mkdir()
-    assert checkpoint.latest_checkpoint(tmp_path) is None
-    with pytest.raises(FileNotFoundError, match="train_meta.json"):
+    path, meta, skipped = checkpoint.newest_intact(tmp_path)
+    assert path is None and meta is None
+    assert [s.path.name for s in skipped] == ["step_00000001"] and "manifest.json" in skipped[0].reason
+    with pytest.raises(checkpoint.CheckpointError, match="train_meta.json"):
         checkpoint.read_meta(tmp_path / "step_00000001")
 
 
