@@ -56,8 +56,8 @@ def number(kind: type[int] | type[float], low: float | None = None, high: float 
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         if kind is float and math.isinf(value) and allow_inf and value > 0:
             return value
-        if (kind is float and not math.isfinite(value)) or (low is not None and (value <= low if low_open else value < low)) \
-                or (high is not None and value > high):
+        below = low is not None and (value <= low if low_open else value < low)
+        if (kind is float and not math.isfinite(value)) or below or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
