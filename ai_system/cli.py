@@ -20,6 +20,7 @@ COMMAND_MODULES = {
     "train": "ai_system.training.cli",
     "recommender": "ai_system.recsys.casestudy",
     "schedule": "ai_system.resources.cli",
+    "search": "ai_system.search.cli",
 }
 
 

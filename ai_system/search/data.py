@@ -41,6 +41,8 @@ class Dataset:
     metric: str
     labels: torch.Tensor | None = None
     query_labels: torch.Tensor | None = None
+    texts: list[str] | None = None
+    """The text behind each corpus row, for a text corpus."""
 
     @property
     def dim(self) -> int:
@@ -146,4 +148,5 @@ def python_docs_embeddings(n_queries: int = 1000, limit: int | None = None, seed
     held_out = torch.tensor(sorted(order[:n_queries]))
     keep = torch.ones(len(texts), dtype=torch.bool)
     keep[held_out] = False
-    return Dataset(f"python-docs-{len(texts)}", vectors[keep].contiguous(), vectors[held_out].contiguous(), "ip")
+    return Dataset(f"python-docs-{len(texts)}", vectors[keep].contiguous(), vectors[held_out].contiguous(), "ip",
+                   texts=[text for text, kept in zip(texts, keep.tolist(), strict=True) if kept])

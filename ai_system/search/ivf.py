@@ -60,9 +60,9 @@ class IVFIndex(VectorIndex):
         self.centroids = torch.empty(0, dim, device=self.device)
         self.lists: list[dict[str, torch.Tensor]] = [self._empty_list() for _ in range(nlist)]
         self.count = 0
-        self.nprobe = self._check_nprobe(nprobe)
+        self.nprobe = self.check_nprobe(nprobe)
 
-    def _check_nprobe(self, nprobe: Any) -> int:
+    def check_nprobe(self, nprobe: Any) -> int:
         if isinstance(nprobe, bool) or not isinstance(nprobe, int) or not 1 <= nprobe <= self.nlist:
             raise ValueError(f"nprobe must be an integer in [1, nlist = {self.nlist}], got {nprobe!r}")
         return nprobe
@@ -136,7 +136,7 @@ class IVFIndex(VectorIndex):
     def search(self, queries: Any, k: int, nprobe: int | None = None) -> Hits:
         """The ``k`` nearest ids per query among the ``nprobe`` (default ``self.nprobe``) nearest lists."""
         previous = self.nprobe
-        self.nprobe = previous if nprobe is None else self._check_nprobe(nprobe)
+        self.nprobe = previous if nprobe is None else self.check_nprobe(nprobe)
         try:
             return super().search(queries, k)
         finally:
@@ -163,15 +163,16 @@ class IVFIndex(VectorIndex):
         best_ids = torch.full((n_queries * self.nprobe, k), -1, dtype=torch.int64)
         flat_probes = probes.reshape(-1)
         order = torch.argsort(flat_probes, stable=True)
+        order_rows = order // self.nprobe
         cells, counts = torch.unique_consecutive(flat_probes[order], return_counts=True)
         start = 0
         for cell, count in zip(cells.tolist(), counts.tolist(), strict=True):
-            slots = order[start:start + count]
+            slots, rows = order[start:start + count], order_rows[start:start + count]
             start += count
             size = self.lists[cell]["ids"].numel()
             if size == 0:
                 continue
-            scores, local = self._list_topk(cell, slots, slots // self.nprobe, probed, min(k, size))
+            scores, local = self._list_topk(cell, slots, rows, probed, min(k, size))
             best[slots, :scores.shape[1]] = scores.float()
             best_ids[slots.cpu(), :scores.shape[1]] = self.lists[cell]["ids"][local.cpu()]
         top, position = best.view(n_queries, -1).topk(k, dim=1)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 
 from ai_system import ops
+from ai_system.ops.dispatch import interpreting
 
 GROUPS = 16
 MIN_GROUP_STRIDE = 64
@@ -94,6 +95,7 @@ def topk_scan(queries: torch.Tensor, keys: torch.Tensor, k: int, key_block: int 
     ``queries`` (n, d) and ``keys`` (m, d) share device and dtype, and ``1 <= k <= m`` (the indexes
     check this first). Scores are fp32 from the kernel, in the input dtype from the blocked scan.
     """
-    if queries.dtype in KERNEL_DTYPES and ops.use_triton(queries, keys):
+    kernel_possible = queries.device.type != "cpu" or interpreting()
+    if kernel_possible and queries.dtype in KERNEL_DTYPES and ops.use_triton(queries, keys):
         return _scan_blocks(queries, keys, k, KERNEL_KEY_BLOCK, ops.similarity_topk)
     return _blocked_scan(queries.contiguous(), keys, k, key_block)
