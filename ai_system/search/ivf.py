@@ -29,6 +29,8 @@ from ai_system.search.metric import dot_dim, keys_in_dot_form, queries_in_dot_fo
 from ai_system.search.pq import ProductQuantizer
 from ai_system.search.scan import topk_scan
 
+DEFAULT_NPROBE = 8
+
 
 @dataclass
 class ProbedQueries:
@@ -49,7 +51,7 @@ class IVFIndex(VectorIndex):
 
     columns: tuple[str, ...] = ()
 
-    def __init__(self, dim: int, nlist: int, metric: str = "ip", nprobe: int = 8,
+    def __init__(self, dim: int, nlist: int, metric: str = "ip", nprobe: int | None = None,
                  device: str | torch.device = "cpu", seed: int = 0, train_iterations: int = 20) -> None:
         super().__init__(dim, metric)
         if isinstance(nlist, bool) or not isinstance(nlist, int) or nlist < 1:
@@ -60,7 +62,7 @@ class IVFIndex(VectorIndex):
         self.centroids = torch.empty(0, dim, device=self.device)
         self.lists: list[dict[str, torch.Tensor]] = [self._empty_list() for _ in range(nlist)]
         self.count = 0
-        self.nprobe = self.check_nprobe(nprobe)
+        self.nprobe = self.check_nprobe(min(DEFAULT_NPROBE, nlist) if nprobe is None else nprobe)
 
     def check_nprobe(self, nprobe: Any) -> int:
         if isinstance(nprobe, bool) or not isinstance(nprobe, int) or not 1 <= nprobe <= self.nlist:
@@ -229,7 +231,7 @@ class IVFPQIndex(IVFIndex):
 
     kind = "ivf_pq"
 
-    def __init__(self, dim: int, nlist: int, pq_m: int, metric: str = "ip", nprobe: int = 8,
+    def __init__(self, dim: int, nlist: int, pq_m: int, metric: str = "ip", nprobe: int | None = None,
                  device: str | torch.device = "cpu", seed: int = 0, train_iterations: int = 20) -> None:
         self.quantizer = ProductQuantizer(dim, pq_m)
         super().__init__(dim, nlist, metric, nprobe, device, seed, train_iterations)
