@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Path, Query
 
-from ai_system import ops
 from ai_system.recsys.models import TwoTower
 from ai_system.recsys.store import EmbeddingStore, StoreUnavailableError
+from ai_system.search import FlatIndex
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -41,6 +41,7 @@ class Recommender:
         self.item_refresh_s = item_refresh_s
         self.model_lock = model_lock or threading.Lock()
         self.item_vectors = torch.zeros(0, users.dim)
+        self.item_index = FlatIndex(users.dim, "ip")
         self.refreshed_at = float("-inf")
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -49,7 +50,10 @@ class Recommender:
     def refresh_items(self) -> None:
         rows = self.items.get(self.item_ids, create=False)
         with self.model_lock:
-            self.item_vectors = self.model.item_tower(rows)
+            item_vectors = self.model.item_tower(rows)
+        index = FlatIndex(item_vectors.shape[1], "ip")
+        index.add(item_vectors)
+        self.item_vectors, self.item_index = item_vectors, index
         self.refreshed_at = time.monotonic()
 
     def _refresh_loop(self) -> None:
@@ -71,12 +75,13 @@ class Recommender:
 
     @torch.no_grad()
     def top_k(self, user_row: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
-        """The ``k`` best items for one user row (1, dim) and their scores, by ``ops.similarity_topk``."""
+        """The ``k`` best items for one user row (1, dim) and their scores, from the exact search index
+        (``ai_system.search.FlatIndex``: the fused similarity top-k) over the refreshed item vectors."""
         with self.model_lock:
             user = self.model.user_tower(user_row)
-            items = self.item_vectors
-        scores, index = ops.similarity_topk(user, items, k)
-        return self.item_ids[index[0].cpu().numpy()].tolist(), scores[0].tolist()
+            index = self.item_index
+        hits = index.search(user, k)
+        return self.item_ids[hits.ids[0].numpy()].tolist(), hits.scores[0].tolist()
 
     def recommend(self, user_id: int, k: int) -> dict[str, object]:
         if not 1 <= k <= len(self.item_ids):

@@ -112,8 +112,8 @@ class VectorIndex:
 
     def search(self, queries: Any, k: int) -> Hits:
         """The ``k`` nearest ids to each query and their scores (see ``ai_system.search.metric``)."""
-        k = check_k(k, len(self))
-        return self._search(as_vectors("queries", queries, self.dim), k)
+        queries = as_vectors("queries", queries, self.dim)
+        return self._search(queries, check_k(k, len(self)))
 
     @property
     def nbytes(self) -> int:

@@ -4,8 +4,9 @@ As FAISS does by default, train on at most ``max_points_per_cluster`` random poi
 and reseed a centroid that lost all its points with a random training point. Unlike FAISS's default
 (distinct random points), the start is k-means++ (Arthur and Vassilvitskii, 2007) on a subsample of
 ``SEEDING_POINTS_PER_CLUSTER`` points per centroid: random starts often put two centroids in one
-true cluster and none in another, and Lloyd's iterations never undo that. Points are assigned by the same metric the index searches with (through
-``scan.topk_scan``), so ``cosine`` is spherical k-means (centroids renormalized every iteration).
+true cluster and none in another, and Lloyd's iterations never undo that. Points are assigned by
+the metric the index searches with (through ``scan.topk_scan``), so ``cosine`` is spherical k-means
+(centroids renormalized every iteration).
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def test_ivf_pads_missing_hits_when_probed_lists_are_short():
 
 def test_kmeans_recovers_separated_clusters():
     centres = torch.tensor([[10.0, 0.0], [-10.0, 0.0], [0.0, 10.0]])
-    points = centres.repeat_interleave(100, dim=0) + 0.1 * torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    noise = 0.1 * torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    points = centres.repeat_interleave(100, dim=0) + noise
     found = kmeans(points, 3, "l2", iterations=10)
     distance = torch.cdist(found, centres).min(dim=1).values
     assert bool((distance < 0.5).all())
