@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ai_system.ops import reference
 from ai_system.search.data import Dataset, recall_at_k
 from ai_system.search.faiss_peer import FAISS_NAMES, build_faiss, faiss_bytes_per_vector, faiss_search
 from ai_system.search.flat import FlatIndex
 from ai_system.search.index import VectorIndex
 from ai_system.search.ivf import IVFFlatIndex, IVFPQIndex
+from ai_system.search.metric import keys_in_dot_form, queries_in_dot_form
 
 FAMILIES = ("flat", "ivf_flat", "ivf_pq")
 
@@ -45,7 +47,13 @@ class EngineRun:
 
     @property
     def label(self) -> str:
+        if self.engine == "torch":
+            return "torch matmul + topk"
         return f"{self.engine} {FAISS_NAMES[self.family] if self.engine == 'faiss' else self.family}"
+
+    @property
+    def best_recall(self) -> float:
+        return max(point.recall for point in self.points)
 
     def qps_at_recall(self, target: float) -> OperatingPoint | None:
         reached = [point for point in self.points if point.recall >= target]
@@ -99,8 +107,17 @@ def _point(search: Callable[[], tuple[torch.Tensor, torch.Tensor]], truth: torch
     return OperatingPoint(nprobe, recall, statistics.median(samples), samples)
 
 
+def plain_torch_run(dataset: Dataset, truth: torch.Tensor, config: SweepConfig) -> EngineRun:
+    """Exact search as plain torch does it: one matmul over every key, then ``topk`` (the op's reference)."""
+    queries = queries_in_dot_form(dataset.queries, dataset.metric)
+    keys = keys_in_dot_form(dataset.corpus, dataset.metric)
+    run = EngineRun("torch", "flat", 0.0, keys.nbytes / keys.shape[0])
+    run.points.append(_point(lambda: reference.similarity_topk(queries, keys, config.k), truth, None, config.repeats))
+    return run
+
+
 def sweep(family: str, dataset: Dataset, truth: torch.Tensor, config: SweepConfig) -> list[EngineRun]:
-    """Ours then FAISS for one family; the nprobe sweep stops at nlist."""
+    """Ours then FAISS for one family (and plain torch for exact search); the nprobe sweep stops at nlist."""
     nprobes: list[int | None] = [None] if family == "flat" else [p for p in config.nprobes if p <= config.nlist]
     runs = []
     start = time.perf_counter()
@@ -120,4 +137,6 @@ def sweep(family: str, dataset: Dataset, truth: torch.Tensor, config: SweepConfi
             return faiss_search(peer, dataset.queries, config.k, dataset.metric, nprobe)
         run.points.append(_point(peer_search, truth, nprobe, config.repeats))
     runs.append(run)
+    if family == "flat":
+        runs.append(plain_torch_run(dataset, truth, config))
     return runs

@@ -45,6 +45,15 @@ async def _send(host: str, port: int, request: bytes, t0: float) -> RequestRecor
             writer.close()
 
 
+async def _at(host: str, port: int, request: bytes, at: float, t0: float, timeout_s: float) -> RequestRecord:
+    """Send ``request`` ``at`` seconds after ``t0``, whatever earlier requests are doing (open loop)."""
+    await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
+    try:
+        return await asyncio.wait_for(_send(host, port, request, t0), timeout_s)
+    except TimeoutError:
+        return RequestRecord(at, time.perf_counter() - t0, None, 0, 0, f"no answer within {timeout_s} s")
+
+
 async def _open_loop(base_url: str, queries: torch.Tensor, k: int, rate: float, count: int, seed: int,
                      timeout_s: float) -> list[RequestRecord]:
     url = urlsplit(base_url)
@@ -54,17 +63,8 @@ async def _open_loop(base_url: str, queries: torch.Tensor, k: int, rate: float, 
     requests = [search_request(url.hostname, url.port, rows[i % len(rows)], k) for i in range(count)]
     schedule = arrival_times(rate, count, seed=seed)
     t0 = time.perf_counter()
-    tasks = []
-    for offset, request in zip(schedule, requests, strict=True):
-        delay = t0 + offset - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(asyncio.wait_for(_send(url.hostname, url.port, request, t0), timeout_s)))
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    now = time.perf_counter() - t0
-    return [result if isinstance(result, RequestRecord)
-            else RequestRecord(offset, now, None, 0, 0, f"{type(result).__name__}: {result}")
-            for offset, result in zip(schedule, results, strict=True)]
+    return list(await asyncio.gather(*(_at(url.hostname, url.port, request, at, t0, timeout_s)
+                                       for request, at in zip(requests, schedule, strict=True))))
 
 
 def search_load(base_url: str, queries: torch.Tensor, k: int, rate: float, count: int, seed: int = 0,

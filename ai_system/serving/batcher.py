@@ -38,10 +38,16 @@ class BatchTimeoutError(TimeoutError):
 
 @dataclass(frozen=True)
 class BatcherConfig:
+    """How long a batch may wait to fill, how big it may get, and how much waiting work is allowed."""
+
     max_batch_size: int = 64
+    """Items per ``process`` call."""
     max_queue_delay_ms: float = 2.0
+    """The longest the oldest waiting item waits for company before its batch runs."""
     max_queue_size: int = 1024
+    """Waiting items beyond which ``submit`` refuses (``QueueFullError``)."""
     timeout_s: float = 10.0
+    """An item's deadline from its arrival (``BatchTimeoutError`` once passed)."""
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue_size"):
