@@ -122,8 +122,8 @@ def _markdown(results: dict[str, object]) -> str:
                   " | ".join(f"QPS @ recall {t}" for t in RECALL_TARGETS) + " |",
                   "| --- | --- | --- | " + " | ".join("---" for _ in RECALL_TARGETS) + " |"]
         for row in table:
-            cells = [f"{row[f'qps@{t}']:.0f} (nprobe {row[f'nprobe@{t}']})" if row[f"qps@{t}"] else "not reached"
-                     for t in RECALL_TARGETS]
+            cells = [("not reached" if not row[f"qps@{t}"] else f"{row[f'qps@{t}']:.0f}" +
+                      (f" (nprobe {row[f'nprobe@{t}']})" if row[f"nprobe@{t}"] else "")) for t in RECALL_TARGETS]
             lines.append(f"| {row['engine']} | {row['build_s']:.2f} | {row['bytes_per_vector']:.0f} | "
                          + " | ".join(cells) + " |")
         lines.append("")
@@ -148,8 +148,7 @@ def run_study(out_dir: Path, profile: str = "quick", threads: int | None = None)
     set_threads(threads)
     started = time.perf_counter()
     results: dict[str, object] = {"profile": profile, "threads": threads, "faiss": faiss_version(),
-                                  "machine": f"{platform.processor() or platform.machine()} "
-                                             f"({torch.get_num_threads()} torch threads)",
+                                  "machine": platform.processor() or platform.machine(),
                                   "recall_qps": {}, "runs": {}}
     clustered = clustered_dataset(size)
     datasets = [(clustered, size.nlist), (docs_dataset(size), size.docs_nlist)]
