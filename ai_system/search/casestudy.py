@@ -113,7 +113,8 @@ def recall_table(runs: list[EngineRun]) -> list[dict[str, object]]:
     return rows
 
 
-def _markdown(results: dict[str, object]) -> str:
+def summary_markdown(results: dict[str, object]) -> str:
+    """``summary.md``: the QPS-at-recall table per corpus, the load runs and the projected fleet."""
     lines = ["# Search case study results", "",
              f"Measured on {results['machine']} with {results['threads']} threads; torch {torch.__version__}, "
              f"faiss {results['faiss']}. QPS: one batch of all queries, median of repeats.", ""]
@@ -168,7 +169,7 @@ def run_study(out_dir: Path, profile: str = "quick", threads: int | None = None)
                    elapsed_s=time.perf_counter() - started)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (out_dir / "summary.md").write_text(_markdown(results))
+    (out_dir / "summary.md").write_text(summary_markdown(results))
     return results
 
 
