@@ -25,6 +25,7 @@ COMMAND_MODULES = {
     "recommender": "ai_system.recsys.casestudy",
     "schedule": "ai_system.resources.cli",
     "deploy": "ai_system.deployment.cli",
+    "search": "ai_system.search.cli",
 }
 
 

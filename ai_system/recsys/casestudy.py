@@ -36,6 +36,7 @@ from ai_system.recsys.serving import Recommender, create_app, measure_freshness
 from ai_system.recsys.sizing import SizingInputs, project
 from ai_system.recsys.store import EmbeddingStore
 from ai_system.recsys.training import (
+    RETRIEVAL,
     DLRMTrainer,
     OnlineTrainer,
     RankingQuality,
@@ -166,7 +167,7 @@ def _run(backend: str, out: Path, steps: int, probes: int) -> dict[str, object]:
         trainer, rate = train_retrieval(users, items, world, steps)
         quality = held_out_quality(trainer, world)
         results.update(train_samples_per_s=rate, recall_at_k=quality.recall, truth_recall_at_k=quality.truth_recall,
-                       recall_ratio=quality.ratio, k=RECALL_K)
+                       recall_ratio=quality.ratio, k=RECALL_K, retrieval=RETRIEVAL)
         latencies, online_rate = online_freshness(trainer, world, probes)
         results.update(freshness_p50_ms=1e3 * float(np.percentile(latencies, 50)),
                        freshness_p99_ms=1e3 * float(np.percentile(latencies, 99)), online_samples_per_s=online_rate)

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Path, Query
 
-from ai_system import ops
 from ai_system.recsys.models import TwoTower
 from ai_system.recsys.store import INT64_MAX, INT64_MIN, EmbeddingStore, StoreUnavailableError, parse_id
+from ai_system.search import FlatIndex
 
 
 class Recommender:
@@ -42,6 +42,7 @@ class Recommender:
         self.item_refresh_s = item_refresh_s
         self.model_lock = model_lock or threading.Lock()
         self.item_vectors = torch.zeros(0, users.dim)
+        self.item_index = FlatIndex(users.dim, "ip")
         self.refreshed_at = float("-inf")
         self.store_ok_at = float("-inf")
         self.store_error: str | None = None
@@ -70,7 +71,10 @@ class Recommender:
     def refresh_items(self) -> None:
         rows = self._read(self.items, self.item_ids)
         with self.model_lock:
-            self.item_vectors = self.model.item_tower(rows)
+            item_vectors = self.model.item_tower(rows)
+        index = FlatIndex(item_vectors.shape[1], "ip")
+        index.add(item_vectors)
+        self.item_vectors, self.item_index = item_vectors, index
         self.refreshed_at = time.monotonic()
 
     def _refresh_loop(self) -> None:
@@ -92,12 +96,13 @@ class Recommender:
 
     @torch.no_grad()
     def top_k(self, user_row: torch.Tensor, k: int) -> tuple[list[int], list[float]]:
-        """The ``k`` best items for one user row (1, dim) and their scores, by ``ops.similarity_topk``."""
+        """The ``k`` best items for one user row (1, dim) and their scores, from the exact search index
+        (``ai_system.search.FlatIndex``: the fused similarity top-k) over the refreshed item vectors."""
         with self.model_lock:
             user = self.model.user_tower(user_row)
-            items = self.item_vectors
-        scores, index = ops.similarity_topk(user, items, k)
-        return self.item_ids[index[0].cpu().numpy()].tolist(), scores[0].tolist()
+            index = self.item_index
+        hits = index.search(user, k)
+        return self.item_ids[hits.ids[0].numpy()].tolist(), hits.scores[0].tolist()
 
     def recommend(self, user_id: int, k: int) -> dict[str, object]:
         if not 1 <= k <= len(self.item_ids):
