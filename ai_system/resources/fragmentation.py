@@ -37,6 +37,7 @@ class TaskType:
     num_gpu: int
     gpu_milli: int
     gpu_models: frozenset[str]
+    memory_mib: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,16 +52,20 @@ class Workload:
         return sum(self.weights)
 
     @classmethod
-    def from_tasks(cls, tasks: Sequence[Task], threshold: float = POPULARITY_THRESHOLD) -> Workload:
-        """The most popular types (CPU, GPUs, milli-GPU, models) covering ``threshold`` of the tasks
-        (ties broken by the type's fields)."""
+    def from_tasks(cls, tasks: Sequence[Task], threshold: float = POPULARITY_THRESHOLD,
+                   with_memory: bool = False) -> Workload:
+        """The most popular types covering ``threshold`` of the tasks (ties broken by the type's fields).
+
+        The paper's types are (CPU, GPUs, milli-GPU, models); ``with_memory`` adds memory to the key.
+        """
         if not tasks:
             raise ValueError("a target workload needs at least one task, got none")
         if not 0 < threshold <= 1:
             raise ValueError(f"popularity threshold must be in (0, 1], got {threshold}")
-        counts = Counter(TaskType(t.cpu_milli, t.num_gpu, t.gpu_milli, t.gpu_models) for t in tasks)
+        counts = Counter(TaskType(t.cpu_milli, t.num_gpu, t.gpu_milli, t.gpu_models,
+                                  t.memory_mib if with_memory else 0) for t in tasks)
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0].cpu_milli, item[0].gpu_milli,
-                                                          item[0].num_gpu,
+                                                          item[0].num_gpu, item[0].memory_mib,
                                                           sorted(item[0].gpu_models)))
         kept, covered = [], 0
         for kind, count in ranked:
@@ -83,6 +88,7 @@ class FragmentationModel:
         self.type_threshold = np.array([np.searchsorted(self.thresholds, kind.gpu_milli) for kind, _ in gpu_types],
                                        dtype=np.int64)
         self.type_cpu = np.array([kind.cpu_milli for kind, _ in gpu_types], dtype=np.int64)
+        self.type_memory = np.array([kind.memory_mib for kind, _ in gpu_types], dtype=np.int64)
         self.type_num = np.array([kind.num_gpu for kind, _ in gpu_types], dtype=np.int64)
         self.type_weight = np.array([weight for _, weight in gpu_types], dtype=np.float64)
         # accessible[model_id + 1, type]: row 0 is "no GPU model" (CPU-only nodes).
@@ -108,29 +114,37 @@ class FragmentationModel:
         return count - leaving, usable - np.where(still, (old - new)[:, None], 0) - np.where(leaving, old[:, None], 0)
 
     def from_profile(self, count: np.ndarray, usable: np.ndarray, gpu_total: np.ndarray, cpu_free: np.ndarray,
-                     model_of: np.ndarray) -> np.ndarray:
-        """F for each state from its profile, free GPU total, free CPU and model (-1 for none) → int64[K]."""
+                     model_of: np.ndarray, memory_free: np.ndarray | None = None) -> np.ndarray:
+        """F for each state from its profile, free GPU total, free CPU and model (-1 for none) → int64[K].
+
+        With ``memory_free[K]`` a type also needs its memory to fit (our extension; the paper's F ignores it).
+        """
         if not len(self.type_weight):
             return self.total_weight * gpu_total.astype(np.int64)
         fits = (self.accessible[model_of + 1]
                 & (cpu_free[:, None] >= self.type_cpu[None, :])
                 & (count[:, self.type_threshold] >= self.type_num[None, :]))
+        if memory_free is not None:
+            fits &= memory_free[:, None] >= self.type_memory[None, :]
         usable_by_type = np.where(fits, usable[:, self.type_threshold], 0.0) @ self.type_weight
         return self.total_weight * gpu_total.astype(np.int64) - usable_by_type.astype(np.int64)
 
-    def of(self, cpu_free: np.ndarray, gpu_free: np.ndarray, model_of: np.ndarray) -> np.ndarray:
+    def of(self, cpu_free: np.ndarray, gpu_free: np.ndarray, model_of: np.ndarray,
+           memory_free: np.ndarray | None = None) -> np.ndarray:
         """F for each state: ``cpu_free[K]``, ``gpu_free[K, slots]``, ``model_of[K]`` (-1 for none) → int64[K]."""
         count, usable = self.profile(gpu_free)
-        return self.from_profile(count, usable, gpu_free.sum(axis=1), cpu_free, model_of)
+        return self.from_profile(count, usable, gpu_free.sum(axis=1), cpu_free, model_of, memory_free)
 
 
-def reference_node_fragmentation(workload: Workload, cpu_free: int, gpu_free: Sequence[int], model: str) -> int:
+def reference_node_fragmentation(workload: Workload, cpu_free: int, gpu_free: Sequence[int], model: str,
+                                 memory_free: int | None = None) -> int:
     """F_n(M) for one node by the paper's definition, one type at a time (the plain reference)."""
     free_total = sum(gpu_free)
     fragment = 0
     for kind, weight in zip(workload.types, workload.weights, strict=True):
         accessible = bool(model) and (not kind.gpu_models or model in kind.gpu_models)
         fits = (kind.num_gpu > 0 and accessible and cpu_free >= kind.cpu_milli
+                and (memory_free is None or memory_free >= kind.memory_mib)
                 and sum(1 for free in gpu_free if free >= kind.gpu_milli) >= kind.num_gpu)
         unusable = sum(free for free in gpu_free if free < kind.gpu_milli) if fits else free_total
         fragment += weight * unusable

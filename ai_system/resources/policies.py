@@ -15,8 +15,8 @@ The baselines follow the FGD paper's simulator (alibaba/kubernetes-scheduler-sim
 * ``gpu-packing`` — shared GPUs already in use first, then used nodes, then idle nodes with fewest GPUs.
 * ``gpu-clustering`` — nodes that already host only tasks of the same GPU class first.
 * ``fgd`` — Fragmentation Gradient Descent: the node and GPU where F(M) grows least.
-* ``fgd-pack`` (ours) — FGD with best-fit packing to break FGD's ties (most of them: every
-  placement that leaves F unchanged).
+* ``fgd-pack`` (ours) — FGD with memory in the fit test of its fragmentation measure and best-fit
+  packing to break FGD's ties (most of them: every placement that leaves F unchanged).
 """
 
 from __future__ import annotations
@@ -214,6 +214,7 @@ class FragmentationGradient(Policy):
 
     name = "fgd"
     picks_gpus = True
+    memory_aware = False
 
     def __init__(self, workload: Workload, seed: int = 0) -> None:
         super().__init__(seed)
@@ -228,6 +229,11 @@ class FragmentationGradient(Policy):
             self._version = -1
         super().bind(cluster)
 
+    def _fragmentation(self, cluster: Cluster, rows: np.ndarray | slice, count: np.ndarray, usable: np.ndarray,
+                       gpu_total: np.ndarray, cpu_free: np.ndarray, memory_free: np.ndarray) -> np.ndarray:
+        return self._model.from_profile(count, usable, gpu_total, cpu_free, cluster.model_of[rows],
+                                        memory_free if self.memory_aware else None)
+
     def node_state(self, cluster: Cluster) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every node's profile (count, usable) and F now, recomputing only the nodes changed since the last call."""
         self.bind(cluster)
@@ -240,9 +246,9 @@ class FragmentationGradient(Policy):
         else:
             rows = np.flatnonzero(cluster.changed_at > self._version)
         self._count[rows], self._usable[rows] = self._model.profile(cluster.gpu_free[rows])
-        self._before[rows] = self._model.from_profile(self._count[rows], self._usable[rows],
-                                                      cluster.gpu_free[rows].sum(axis=1), cluster.cpu_free[rows],
-                                                      cluster.model_of[rows])
+        self._before[rows] = self._fragmentation(cluster, rows, self._count[rows], self._usable[rows],
+                                                 cluster.gpu_free[rows].sum(axis=1), cluster.cpu_free[rows],
+                                                 cluster.memory_free[rows])
         self._version = cluster.version
         return self._count, self._usable, self._before
 
@@ -267,7 +273,8 @@ class FragmentationGradient(Policy):
             count, usable = self._model.shift(count, usable, old, old - task.gpu_milli)
         cpu_left = cluster.cpu_free[node_rows] - task.cpu_milli
         gpu_left = cluster.gpu_free[node_rows].sum(axis=1) - task.total_gpu_milli
-        after = self._model.from_profile(count, usable, gpu_left, cpu_left, cluster.model_of[node_rows])
+        after = self._fragmentation(cluster, node_rows, count, usable, gpu_left, cpu_left,
+                                    cluster.memory_free[node_rows] - task.memory_mib)
         keys = self.candidate_keys(cluster, task, node_rows, after - before[node_rows], cpu_left, gpu_left)
         order = np.lexsort(keys[::-1])
         _, first = np.unique(rows[order], return_index=True)
@@ -281,9 +288,10 @@ class FragmentationGradient(Policy):
 
 
 class FragmentationGradientPacking(FragmentationGradient):
-    """Ours: FGD's choice, with best-fit packing among FGD's tied best candidates."""
+    """Ours: FGD whose fit test also checks memory, with best-fit packing to break its ties."""
 
     name = "fgd-pack"
+    memory_aware = True
     key_dtypes = (np.int64, np.int64)
 
     def candidate_keys(self, cluster: Cluster, task: Task, node_rows: np.ndarray, growth: np.ndarray,
@@ -303,5 +311,6 @@ def make_policy(name: str, typical_tasks: Sequence[Task] = (), seed: int = 0) ->
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}, expected one of {sorted(POLICIES)}")
     if name in WORKLOAD_POLICIES:
-        return WORKLOAD_POLICIES[name](Workload.from_tasks(typical_tasks), seed=seed)
+        kind = WORKLOAD_POLICIES[name]
+        return kind(Workload.from_tasks(typical_tasks, with_memory=kind.memory_aware), seed=seed)
     return POLICIES[name](seed=seed)

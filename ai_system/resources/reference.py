@@ -71,13 +71,19 @@ def _gpu_clustering(cluster: Cluster, node: int, task: Task) -> tuple[int, ...]:
     return (tier * TIER + sum(int(v) for v in cluster.gpu_free[node]),)
 
 
-def _fgd_choices(cluster: Cluster, node: int, task: Task, workload: Workload) -> list[tuple[tuple[int, ...], int]]:
+def _fgd_choices(cluster: Cluster, node: int, task: Task, workload: Workload,
+                 with_memory: bool) -> list[tuple[tuple[int, ...], int]]:
     """(GPU slots, growth of F) for every way FGD may place the task on this node."""
     spec = cluster.nodes[node]
     free = [int(v) for v in cluster.gpu_free[node]]
-    cpu = int(cluster.cpu_free[node])
+    cpu, memory = int(cluster.cpu_free[node]), int(cluster.memory_free[node])
     model = spec.gpu_model if spec.gpus else ""
-    before = reference_node_fragmentation(workload, cpu, free, model)
+
+    def fragmentation(cpu_free: int, memory_free: int, gpu_free: list[int]) -> int:
+        return reference_node_fragmentation(workload, cpu_free, gpu_free, model,
+                                            memory_free if with_memory else None)
+
+    before = fragmentation(cpu, memory, free)
     if task.num_gpu == 1 and task.gpu_milli < MILLI:
         options = [(slot,) for slot, value in enumerate(free) if value >= task.gpu_milli]
     else:
@@ -87,7 +93,7 @@ def _fgd_choices(cluster: Cluster, node: int, task: Task, workload: Workload) ->
         after = list(free)
         for slot in slots:
             after[slot] -= task.gpu_milli
-        choices.append((slots, reference_node_fragmentation(workload, cpu - task.cpu_milli, after, model) - before))
+        choices.append((slots, fragmentation(cpu - task.cpu_milli, memory - task.memory_mib, after) - before))
     return choices
 
 
@@ -99,7 +105,7 @@ def reference_choose(policy: str, cluster: Cluster, task: Task, workload: Worklo
             continue
         free = [int(v) for v in cluster.gpu_free[node]]
         if policy in ("fgd", "fgd-pack"):
-            for slots, growth in _fgd_choices(cluster, node, task, workload):
+            for slots, growth in _fgd_choices(cluster, node, task, workload, with_memory=policy == "fgd-pack"):
                 if policy == "fgd":
                     key = (growth,)
                 else:

@@ -29,7 +29,7 @@ def _random_states(nodes, tasks, seed: int, steps: int):
 
 @pytest.mark.parametrize("policy_name", DETERMINISTIC)
 def test_vectorised_and_reference_pick_the_same_node_and_gpus(policy_name, small_nodes, small_tasks):
-    workload = Workload.from_tasks(small_tasks)
+    workload = Workload.from_tasks(small_tasks, with_memory=policy_name == "fgd-pack")
     policy = make_policy(policy_name, small_tasks, seed=0)
     compared = 0
     for seed in range(3):
