@@ -58,7 +58,7 @@ def test_vectorised_fragmentation_matches_the_definition(small_nodes, small_task
 @pytest.mark.parametrize("policy_name", ["best-fit", "gpu-clustering", "fgd-pack"])
 def test_cached_scores_follow_releases(policy_name, small_nodes, small_tasks):
     """One policy object across placements and releases: the nodes a release changes are rescored too."""
-    workload = Workload.from_tasks(small_tasks)
+    workload = Workload.from_tasks(small_tasks, with_memory=policy_name == "fgd-pack")
     policy = make_policy(policy_name, small_tasks, seed=0)
     rng = np.random.default_rng(11)
     cluster = Cluster(small_nodes)
