@@ -120,6 +120,8 @@ class Cluster:
         self.gpu_count = np.array([node.gpus for node in nodes], dtype=np.int64)
         self.slots = max(1, int(self.gpu_count.max()))
         self.gpu_capacity = np.where(np.arange(self.slots)[None, :] < self.gpu_count[:, None], MILLI, 0)
+        # (CPU milli, GPU milli) of the largest node: the scale of best-fit and dot-product.
+        self.largest = (int(self.cpu_capacity.max()), max(MILLI, int(self.gpu_capacity.sum(axis=1).max())))
         self.cpu_free = self.cpu_capacity.copy()
         self.memory_free = self.memory_capacity.copy()
         self.gpu_free = self.gpu_capacity.astype(np.int64)
@@ -129,7 +131,7 @@ class Cluster:
         shape_ids = {shape: i for i, shape in enumerate(dict.fromkeys(shapes))}
         self.shape_of = np.array([shape_ids[shape] for shape in shapes])
         self.version = 0
-        self.changed_node = -1
+        self.changed_at = np.zeros(len(nodes), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -142,29 +144,26 @@ class Cluster:
     def allocated_gpu_milli(self) -> int:
         return int(self.gpu_capacity.sum() - self.gpu_free.sum())
 
-    def model_mask(self, task: Task) -> np.ndarray:
-        """Nodes whose GPU model the task accepts (every node when it names none)."""
+    def model_mask(self, task: Task, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Which of the ``rows`` accept the task's GPU model (all of them when it names none)."""
+        model_of = self.model_of[rows]
         if not task.gpu_models:
-            return np.ones(len(self), dtype=bool)
+            return np.ones(len(model_of), dtype=bool)
         allowed = [self.models.index(model) for model in task.gpu_models if model in self.models]
-        return np.isin(self.model_of, allowed)
+        return np.isin(model_of, allowed)
+
+    def fits(self, task: Task, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Which of the ``rows`` can host the task now (a mask over ``rows``)."""
+        fits = (self.cpu_free[rows] >= task.cpu_milli) & (self.memory_free[rows] >= task.memory_mib)
+        if task.gpu_models:
+            fits &= self.model_mask(task, rows)
+        if task.num_gpu:
+            fits &= (self.gpu_free[rows] >= task.gpu_milli).sum(axis=1) >= task.num_gpu
+        return fits
 
     def feasible(self, task: Task) -> np.ndarray:
         """Indices of the nodes that can host the task now, in node order."""
-        fits = (self.cpu_free >= task.cpu_milli) & (self.memory_free >= task.memory_mib)
-        if task.gpu_models:
-            fits &= self.model_mask(task)
-        if task.num_gpu:
-            fits &= (self.gpu_free >= task.gpu_milli).sum(axis=1) >= task.num_gpu
-        return np.flatnonzero(fits)
-
-    def distinct_feasible(self, task: Task) -> np.ndarray:
-        """``feasible`` with idle nodes of the same shape collapsed to the first: they are interchangeable,
-        so any deterministic policy scores them alike and ties go to the lowest index anyway."""
-        nodes = self.feasible(task)
-        idle = self.running[nodes] == 0
-        _, first = np.unique(self.shape_of[nodes[idle]], return_index=True)
-        return np.sort(np.concatenate([nodes[~idle], nodes[idle][first]]))
+        return np.flatnonzero(self.fits(task))
 
     def check_placeable(self, task: Task) -> None:
         """Raise ``Unplaceable`` with the reason when no node of this cluster could ever host the task."""
@@ -214,8 +213,9 @@ class Cluster:
         self._touch(node)
 
     def _touch(self, node: int) -> None:
+        """Stamp the node with a new version: policies rescore only nodes changed since they last looked."""
         self.version += 1
-        self.changed_node = node
+        self.changed_at[node] = self.version
 
     def check_invariants(self) -> None:
         """Every free amount within [0, capacity]: the no-over-commit invariant, checked in O(nodes × GPUs)."""

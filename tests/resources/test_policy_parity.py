@@ -53,3 +53,25 @@ def test_vectorised_fragmentation_matches_the_definition(small_nodes, small_task
                                                     [int(v) for v in cluster.gpu_free[node]],
                                                     spec.gpu_model if spec.gpus else "")
             assert vectorised[node] == expected
+
+
+@pytest.mark.parametrize("policy_name", ["best-fit", "gpu-clustering", "fgd-pack"])
+def test_cached_scores_follow_releases(policy_name, small_nodes, small_tasks):
+    """One policy object across placements and releases: the nodes a release changes are rescored too."""
+    workload = Workload.from_tasks(small_tasks, with_memory=policy_name == "fgd-pack")
+    policy = make_policy(policy_name, small_tasks, seed=0)
+    rng = np.random.default_rng(11)
+    cluster = Cluster(small_nodes)
+    running, released = [], 0
+    for _ in range(150):
+        task = small_tasks[int(rng.integers(len(small_tasks)))]
+        ours, theirs = policy.choose(cluster, task), reference_choose(policy_name, cluster, task, workload)
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            assert (ours.node, ours.gpus) == (theirs.node, theirs.gpus)
+            cluster.allocate(ours)
+            running.append(ours)
+        if running and rng.random() < 0.4:
+            cluster.release(running.pop(int(rng.integers(len(running)))))
+            released += 1
+    assert released > 20
