@@ -32,7 +32,7 @@ $(PEERS): $(wildcard benchmarks/peers/*.txt) $(INSTALLED)
 
 peers: $(PEERS)
 
-bench: install peers
+bench: install peers system-deps
 	$(BIN)/pytest benchmarks/ --profile $(PROFILE)
 	$(MAKE) docs
 

@@ -362,25 +362,31 @@ def served_model(args: argparse.Namespace) -> tuple[ModelSpec, Tokenizer, str]:
     return spec, tokenizer_for_vocab(get_config(config_name).vocab_size), config_name
 
 
-def available_device(text: str) -> str:
-    """An argparse ``type`` for ``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``).
+def torch_device(text: str) -> str:
+    """An argparse ``type`` for ``--device``: a torch device name (``cpu``, ``cuda``, ``cuda:1``).
 
-    Checked when parsed, without touching the device: ``cuda`` on a machine without one would
-    otherwise fail inside the engine with an AssertionError.
+    Only the name is checked when parsed, so a GPU pod's command parses on any machine;
+    ``check_device_present`` checks this machine when ``serve`` starts.
     """
     try:
-        device = torch.device(text)
+        torch.device(text)
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:0, got {text!r}") from None
+    return text
+
+
+def check_device_present(text: str) -> None:
+    """Raise ``ValueError`` unless this machine has the device, without touching it: ``cuda`` on a
+    machine without one would otherwise fail inside the engine with an AssertionError."""
+    device = torch.device(text)
     if device.type == "cpu":
-        return text
+        return
     backend = getattr(torch, device.type, None)
     present = backend.device_count() if backend is not None and hasattr(backend, "device_count") \
         and backend.is_available() else 0
     if (device.index or 0) >= present:
-        raise argparse.ArgumentTypeError(f"expected a device this machine has, got {text!r} "
-                                         f"({present} {device.type} device{'' if present == 1 else 's'} here)")
-    return text
+        raise ValueError(f"--device: expected a device this machine has, got {text!r} "
+                         f"({present} {device.type} device{'' if present == 1 else 's'} here)")
 
 
 def bind_address(host: str, port: int) -> socket.socket:
@@ -408,6 +414,7 @@ def serve(args: argparse.Namespace) -> int:
     never becomes ready.
     """
     try:
+        check_device_present(args.device)
         api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
         if api_key is not None and not api_key.strip():
             raise ValueError("--api-key must not be empty or blank")
@@ -446,7 +453,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     arg("--served-model-name", default=None,
         help="the model id clients send and /v1/models lists (default: the config or checkpoint directory name)")
     arg("--seed", type=number(int, 0, SEED_LIMIT - 1), default=0)
-    arg("--device", type=available_device, default="cpu", help="torch device for the model, e.g. cpu or cuda")
+    arg("--device", type=torch_device, default="cpu", help="torch device for the model, e.g. cpu or cuda")
     arg("--host", default="127.0.0.1",
         help="address to listen on; 0.0.0.0 exposes the server to every network the machine is on (see --api-key)")
     arg("--port", type=number(int, 1, 65535), default=8000)
