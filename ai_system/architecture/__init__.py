@@ -4,8 +4,14 @@
 renders it into Kubernetes manifests and monitoring.
 """
 
-from ai_system.architecture.blueprint import DistributedAISystem, KVStoreSpec, ServingSpec, TrainingSpec
+from ai_system.architecture.blueprint import (
+    DistributedAISystem,
+    KVStoreSpec,
+    SearchSpec,
+    ServingSpec,
+    TrainingSpec,
+)
 from ai_system.architecture.capacity import CapacitySummary, Figure, TrainingPlan, plan_training
 
-__all__ = ["CapacitySummary", "DistributedAISystem", "Figure", "KVStoreSpec", "ServingSpec", "TrainingPlan",
-           "TrainingSpec", "plan_training"]
+__all__ = ["CapacitySummary", "DistributedAISystem", "Figure", "KVStoreSpec", "SearchSpec", "ServingSpec",
+           "TrainingPlan", "TrainingSpec", "plan_training"]

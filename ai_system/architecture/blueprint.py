@@ -7,9 +7,9 @@ needs more GPUs than the nodes have, a served model that does not fit one GPU, a
 fails here with a message naming the value, not later in a cluster. Blueprints live as YAML in
 ``architectures/``; ``from_yaml``/``to_yaml`` read and write exactly these fields.
 
-Each workload is an optional section (``training``, ``serving``, ``kv_store``); a new component
-(the vector-search service, say) joins as one more section with its own spec class here and its
-renderer in ``ai_system.deployment``.
+Each workload is an optional section (``training``, ``serving``, ``kv_store``, ``search``); a new
+component joins as one more section with its own spec class here and its renderer in
+``ai_system.deployment``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from ai_system.models.config import MODEL_CONFIGS, get_config
 from ai_system.planning.accelerators import ACCELERATORS
 from ai_system.planning.planner import PRECISIONS
 from ai_system.resources.policies import POLICIES, WORKLOAD_POLICIES
+from ai_system.search.persist import INDEX_KINDS as SEARCH_INDEX_KINDS
 
 SERVED_WEIGHTS = ("training-export", "random")
+SEARCH_DEVICES = ("cpu", "cuda")
 SERVING_BYTES_PER_PARAM = 4
 USABLE_GPU_MEMORY = 0.9
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -140,7 +142,63 @@ class KVStoreSpec:
         return dataclasses.asdict(self)
 
 
-SECTIONS: dict[str, type] = {"training": TrainingSpec, "serving": ServingSpec, "kv_store": KVStoreSpec}
+@dataclass(frozen=True)
+class SearchSpec:
+    """The vector-search service: a Job builds the index (``ai-system search build``) onto a volume, then
+    ``ai-system search serve`` replicas load it, one GPU each on the inference pool (``device: cuda``)
+    or CPU only (``device: cpu``).
+
+    ``data`` is what the build embeds or generates: ``clustered`` (synthetic, ``vectors`` x ``dim``),
+    ``python-docs``, or a ``.npy`` file already on the index volume (mounted at ``/index``).
+    """
+
+    index: str = "ivf_flat"
+    data: str = "clustered"
+    vectors: int = 1_000_000
+    dim: int = 128
+    nlist: int = 1024
+    nprobe: int = 16
+    device: str = "cuda"
+    slo_p99_ms: float = 50.0
+    max_batch_size: int = 64
+    max_queue_delay_ms: float = 2.0
+    max_queue_size: int = 1024
+    timeout_s: float = 10.0
+    storage_gib: int = 64
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+
+    def __post_init__(self) -> None:
+        owner = "search"
+        _choice(owner, "index", self.index, SEARCH_INDEX_KINDS)
+        _choice(owner, "device", self.device, SEARCH_DEVICES)
+        if not isinstance(self.data, str) or not (self.data in ("clustered", "python-docs")
+                                                  or self.data.endswith(".npy")):
+            raise ValueError(f"search.data must be 'clustered', 'python-docs' or a .npy file on the index volume, "
+                             f"got {self.data!r}")
+        for name in ("vectors", "dim", "nlist", "nprobe", "max_batch_size", "max_queue_size", "storage_gib"):
+            _positive_int(owner, name, getattr(self, name))
+        for name in ("slo_p99_ms", "max_queue_delay_ms", "timeout_s"):
+            _positive_number(owner, name, getattr(self, name))
+        if self.nprobe > self.nlist:
+            raise ValueError(f"search.nprobe={self.nprobe} exceeds nlist={self.nlist}: it counts lists scanned")
+        for name in ("min_replicas", "max_replicas"):
+            if getattr(self, name) is not None:
+                _positive_int(owner, name, getattr(self, name))
+        if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"search.min_replicas={self.min_replicas} exceeds max_replicas={self.max_replicas}")
+
+    @property
+    def vector_bytes(self) -> int:
+        """The corpus as float32 vectors: what a flat or IVF-flat index holds (IVF-PQ holds less)."""
+        return self.vectors * self.dim * 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {"training": TrainingSpec, "serving": ServingSpec, "kv_store": KVStoreSpec,
+                             "search": SearchSpec}
 
 
 @dataclass(frozen=True)
@@ -168,6 +226,7 @@ class DistributedAISystem:
     training: TrainingSpec | None = field(default_factory=TrainingSpec)
     serving: ServingSpec | None = field(default_factory=ServingSpec)
     kv_store: KVStoreSpec | None = field(default_factory=KVStoreSpec)
+    search: SearchSpec | None = None
 
     def __post_init__(self) -> None:
         owner = "DistributedAISystem"
@@ -191,10 +250,11 @@ class DistributedAISystem:
             raise ValueError(f"{owner}.image must be a container image reference, got {self.image!r}")
         if self.scheduler_policy is not None:
             _choice(owner, "scheduler_policy", self.scheduler_policy, POLICIES)
-            if self.scheduler_policy in WORKLOAD_POLICIES and self.training is None and self.serving is None:
+            if self.scheduler_policy in WORKLOAD_POLICIES and self.training is None and self.serving is None \
+                    and (self.search is None or self.search.device != "cuda"):
                 raise ValueError(f"{owner}.scheduler_policy {self.scheduler_policy!r} derives its target workload from "
-                                 "the system's GPU pods, and this system has no training or serving section; use "
-                                 "a policy without one (e.g. 'gpu-packing') or null")
+                                 "the system's GPU pods, and this system has no training, serving or GPU search "
+                                 "section; use a policy without one (e.g. 'gpu-packing') or null")
         if not isinstance(self.kueue, bool):
             raise ValueError(f"{owner}.kueue must be true or false, got {self.kueue!r}")
         target = self.gpu_utilization_target_pct
@@ -203,6 +263,7 @@ class DistributedAISystem:
                              f"got {self.gpu_utilization_target_pct!r}")
         self._check_training()
         self._check_serving()
+        self._check_search()
 
     def _check_training(self) -> None:
         if self.training is None:
@@ -243,6 +304,44 @@ class DistributedAISystem:
         if self.max_replicas > self.inference_gpus:
             raise ValueError(f"serving.max_replicas={self.max_replicas} exceeds the {self.inference_gpus} inference "
                              "GPUs (one replica per GPU)")
+
+    def _check_search(self) -> None:
+        search = self.search
+        if search is None:
+            return
+        if self.inference_nodes < 1:
+            raise ValueError("a search section needs inference_nodes >= 1, got 0")
+        if self.search_max_replicas < 1:
+            raise ValueError(f"search has no inference GPU left: serving.max_replicas={self.max_replicas} takes all "
+                             f"{self.inference_gpus}; lower it or set search.max_replicas")
+        usable = USABLE_GPU_MEMORY * ACCELERATORS[self.gpu_model].memory_bytes
+        if search.device == "cuda" and search.index != "ivf_pq" and search.vector_bytes > usable:
+            raise ValueError(f"search holds {search.vectors:,} x {search.dim} float32 vectors "
+                             f"({search.vector_bytes / 1e9:.0f} GB), more than {usable / 1e9:.0f} GB usable on one "
+                             f"{self.gpu_model}; every replica holds the whole index (use index 'ivf_pq' or fewer "
+                             "vectors)")
+        if search.device == "cuda":
+            taken = self.max_replicas if self.serving is not None else 0
+            if self.search_max_replicas + taken > self.inference_gpus:
+                raise ValueError(f"search.max_replicas={self.search_max_replicas} plus {taken} serving replicas exceed "
+                                 f"the {self.inference_gpus} inference GPUs (one replica per GPU)")
+
+    @property
+    def search_min_replicas(self) -> int:
+        """The search autoscaler's floor: one replica per inference node unless the blueprint says otherwise."""
+        assert self.search is not None
+        return self.search.min_replicas or min(self.inference_nodes, self.search_max_replicas)
+
+    @property
+    def search_max_replicas(self) -> int:
+        """The search autoscaler's ceiling: the inference GPUs the model servers leave (one replica per GPU;
+        per inference node for CPU replicas) unless the blueprint says otherwise."""
+        assert self.search is not None
+        if self.search.max_replicas is not None:
+            return self.search.max_replicas
+        if self.search.device == "cpu":
+            return self.inference_nodes
+        return self.inference_gpus - (self.max_replicas if self.serving is not None else 0)
 
     @property
     def training_gpus(self) -> int:

@@ -9,6 +9,9 @@
   that is not the blueprint's GPU or model.
 * KV store: the recommender benchmark's measured bytes per row and rows/s per Redis shard, times
   the blueprint's shards and memory.
+* Search: the search serving benchmark's highest measured ``search_http_served_qps`` of one
+  replica whose ``search_http_p99_ms`` at the same offered load kept the blueprint's SLO, times the
+  blueprint's search replicas; the summary says where it was measured, or that it was not.
 """
 
 from __future__ import annotations
@@ -142,6 +145,10 @@ def capacity_summary(system: DistributedAISystem, results_dir: str | Path | None
         serving_figures, serving_notes = _serving_figures(system, results)
         figures += serving_figures
         notes += serving_notes
+    if system.search is not None:
+        search_figures, search_notes = _search_figures(system, results)
+        figures += search_figures
+        notes += search_notes
     if system.kv_store is not None:
         kv_figures, kv_notes = _kv_store_figures(system, results)
         figures += kv_figures
@@ -206,6 +213,40 @@ def _serving_figures(system: DistributedAISystem, results: Results) -> tuple[lis
     if best.metric.params.get("slo_ms") != serving.slo_p99_ms:
         notes.append(f"the measured SLO is p99 <= {best.metric.params.get('slo_ms')} ms; the blueprint's is "
                      f"{serving.slo_p99_ms} ms")
+    return figures, notes
+
+
+def _search_figures(system: DistributedAISystem, results: Results) -> tuple[list[Figure], list[str]]:
+    search = system.search
+    assert search is not None
+    served = [row for row in results.rows if row.metric.name == "search_http_served_qps"]
+    newest = _newest(served)
+    if newest is None:
+        return [], ["search not measured: no search_http_served_qps in the results; run "
+                    "`pytest benchmarks/test_search_serving.py` to measure one replica, then the summary projects "
+                    "the search fleet"]
+    run = newest.run
+    p99 = {row.metric.params.get("offered_qps"): row.metric.value for row in results.rows
+           if row.run == run and row.metric.name == "search_http_p99_ms"}
+    within = [row for row in served if row.run == run
+              and p99.get(row.metric.params.get("offered_qps"), float("inf")) <= search.slo_p99_ms]
+    if not within:
+        return [], [f"search not measured within its SLO: no load in run {run.name} kept p99 <= "
+                    f"{search.slo_p99_ms:g} ms"]
+    best = max(within, key=lambda row: row.metric.value)
+    where = f"{run.hardware_label}, run {run.name} ({run.short_commit}), {best.metric.scale}"
+    replicas = system.search_max_replicas
+    figures = [
+        Figure("search_replica_qps_at_slo", best.metric.value, "req/s", "measured",
+               f"{where}; p99 {p99[best.metric.params.get('offered_qps')]:.1f} ms <= {search.slo_p99_ms:g} ms"),
+        Figure("search_fleet_qps_at_slo", replicas * best.metric.value, "req/s", "projected",
+               f"{FLEET_MODEL}; {replicas} replicas; per-replica rate measured on {where}"),
+    ]
+    notes = []
+    if search.device == "cuda" and not run.hardware.get("gpu"):
+        notes.append(f"search was measured on {run.hardware_label} (CPU), with {best.metric.scale}; the blueprint "
+                     f"serves {search.index} of {search.vectors:,} x {search.dim} on {system.gpu_model}: the search "
+                     "figures show the method, not this fleet")
     return figures, notes
 
 

@@ -42,6 +42,17 @@ def mermaid(system: DistributedAISystem) -> str:
         edges += ["  clients((clients)) --> svc", "  svc --> server", "  hpa -. scales .-> server"]
         if serving.weights == "training-export":
             edges.append("  shared -- model export --> server")
+    if system.search is not None:
+        search = system.search
+        where = "1 GPU each" if search.device == "cuda" else "CPU"
+        lines += [f'    subgraph searchpool["search on the inference pool: {system.inference_nodes} nodes x {gpus}"]',
+                  f'      searcher["ai-system search serve x {system.search_min_replicas}..{system.search_max_replicas}'
+                  f'<br/>{search.index}, {search.vectors:,} x {search.dim}, {where}"]',
+                  "    end",
+                  '    searchsvc(["Service :8100<br/>POST /search"])',
+                  '    index[("index volume<br/>built by a Job")]']
+        edges += ["  searchclients((search clients)) --> searchsvc", "  searchsvc --> searcher",
+                  "  index -- index file --> searcher"]
     if system.kv_store is not None:
         store = system.kv_store
         kind = "Redis Cluster" if store.shards > 1 else "Redis"
@@ -54,7 +65,8 @@ def mermaid(system: DistributedAISystem) -> str:
             edges.append(f"  prom -. scrape .-> {target}")
     if system.scheduler_policy is not None:
         lines.append(f'  sched["kube-scheduler + extender<br/>policy {system.scheduler_policy}"]')
-        for target, present in (("trainer", system.training), ("server", system.serving)):
+        gpu_search = system.search if system.search is not None and system.search.device == "cuda" else None
+        for target, present in (("trainer", system.training), ("server", system.serving), ("searcher", gpu_search)):
             if present is not None:
                 edges.append(f"  sched -. places .-> {target}")
     if system.kueue and system.training is not None:

@@ -24,6 +24,7 @@ from ai_system.deployment.monitoring import dashboard, prometheus_config, promet
 from ai_system.deployment.network import network_policies
 from ai_system.deployment.pods import POOL_LABEL
 from ai_system.deployment.scheduling import extender_manifests, kueue_manifests
+from ai_system.deployment.search import search_manifests
 from ai_system.deployment.serving import adapter_rules, serving_manifests
 from ai_system.deployment.text import yaml_documents, yaml_text
 from ai_system.deployment.training import training_manifests
@@ -127,6 +128,8 @@ class KubernetesDeployment:
             manifests["40-serving.yaml"] = serving_manifests(system, self.autoscaling)
             if self.autoscaling:
                 files["monitoring/prometheus-adapter.yaml"] = yaml_text(adapter_rules())
+        if system.search is not None:
+            manifests["45-search.yaml"] = search_manifests(system, self.autoscaling)
         if self.monitoring:
             manifests["50-monitoring.yaml"] = prometheus_manifests(system)
             files["monitoring/prometheus.yml"] = yaml_text(prometheus_config(system))

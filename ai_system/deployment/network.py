@@ -5,6 +5,7 @@
 | any pod | cluster DNS | 53 | name resolution |
 | training pods | training pods | any | torchrun rendezvous, NCCL (its ports are chosen at run time) |
 | anyone | servers | 8000 | inference clients |
+| anyone | search servers | 8100 | search clients |
 | ``ai-system.io/kv-client`` pods, other shards, the cluster-init Job | Redis | 6379, 16379 | KV clients, cluster bus |
 | Prometheus | trainer sidecars, servers, Redis exporters, DCGM exporters | 9401, 8000, 9121, 9400 | scraping |
 | Prometheus | Kubernetes API | 443, 6443 | service discovery |
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ai_system.architecture.blueprint import DistributedAISystem
-from ai_system.deployment import kvstore, serving, training
+from ai_system.deployment import kvstore, search, serving, training
 from ai_system.deployment.exporter import EXPORTER_PORT
 from ai_system.deployment.pods import KV_CLIENT_LABEL, METRICS_READER_LABEL, metadata, selector
 
@@ -68,6 +69,9 @@ def network_policies(system: DistributedAISystem, monitoring: bool) -> list[dict
         policies.append(_policy(system, "serving", {"matchLabels": selector(system, serving.COMPONENT)},
                                 ingress=[{"ports": _ports(serving.PORT)}]))
         scrape_targets.append({"to": [_pods(system, serving.COMPONENT)], "ports": _ports(serving.PORT)})
+    if system.search is not None:
+        policies.append(_policy(system, "search", {"matchLabels": selector(system, search.COMPONENT)},
+                                ingress=[{"ports": _ports(search.PORT)}]))
     if system.kv_store is not None:
         shards = [_pods(system, kvstore.COMPONENT)]
         clients = [{"podSelector": {"matchLabels": {KV_CLIENT_LABEL: "true"}}},

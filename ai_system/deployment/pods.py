@@ -95,3 +95,22 @@ def pod_disruption_budget(system: DistributedAISystem, name: str, component: str
                           max_unavailable: int | str) -> dict[str, Any]:
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": metadata(system, name, component),
             "spec": {"maxUnavailable": max_unavailable, "selector": {"matchLabels": selector(system, component)}}}
+
+
+def shared_claim(system: DistributedAISystem, name: str, component: str, storage_gib: int) -> dict[str, Any]:
+    """A ReadWriteMany volume: one pod (or a training job's every node) writes, many pods read."""
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteMany"],
+                            "resources": {"requests": {"storage": f"{storage_gib}Gi"}}}
+    if system.storage_class:
+        spec["storageClassName"] = system.storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata(system, name, component),
+            "spec": spec}
+
+
+def wait_for_file(system: DistributedAISystem, name: str, path: str, what: str, mounts: list[dict[str, Any]],
+                  poll_s: int = 60) -> dict[str, Any]:
+    """An init container that holds the pod until ``path`` exists (a file another pod writes)."""
+    return {"name": name, "image": system.image, "command": [
+        "sh", "-c", f"until [ -f {path} ]; do echo 'waiting for {what} {path}'; sleep {poll_s}; done"],
+        "volumeMounts": list(mounts),
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}}

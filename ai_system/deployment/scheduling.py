@@ -4,8 +4,8 @@ The manifests are the resource manager's own (``ai_system.resources.manifests``)
 them the blueprint's nodes and image and adds what a deployment needs around them:
 
 * the extender's target workload (the ``ai-system-typical-pods`` ConfigMap FGD reads) is this
-  system's own pod shapes — a training pod per node and a one-GPU server — so the policy keeps
-  room for exactly the pods it will be asked to place;
+  system's own pod shapes — a training pod per node, a one-GPU model server, a one-GPU search
+  server — so the policy keeps room for exactly the pods it will be asked to place;
 * the extender's pod runs with the same hardened security context as every other pod;
 * Kueue gets a ResourceFlavor and ClusterQueue sized to the training pool, and a LocalQueue in the
   system's namespace that the training job names in its ``kueue.x-k8s.io/queue-name`` label.
@@ -50,9 +50,11 @@ def typical_pods_csv(system: DistributedAISystem) -> str:
     if system.training is not None:
         rows.append((f"{system.name}-train", int(system.cpus_per_node * 1000 * 0.9),
                      int(system.memory_gib_per_node * 1024 * 0.9), system.gpu_per_node, GPU_MILLI))
-    if system.serving is not None:
-        rows.append((f"{system.name}-serve", int(system.cpus_per_node * 1000 * share),
-                     int(system.memory_gib_per_node * 1024 * share), 1, GPU_MILLI))
+    one_gpu = {"serve": system.serving is not None,
+               "search": system.search is not None and system.search.device == "cuda"}
+    rows += [(f"{system.name}-{pod}", int(system.cpus_per_node * 1000 * share),
+              int(system.memory_gib_per_node * 1024 * share), 1, GPU_MILLI) for pod, present in one_gpu.items()
+             if present]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(POD_COLUMNS)

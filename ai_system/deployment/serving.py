@@ -26,6 +26,7 @@ from ai_system.deployment.pods import (
     pod_spec,
     selector,
     share_of_node,
+    wait_for_file,
 )
 from ai_system.deployment.training import SHARED_MOUNT, export_dir
 
@@ -69,31 +70,22 @@ def _server_pod(system: DistributedAISystem) -> dict[str, Any]:
         container["volumeMounts"] = [{"name": "shared", "mountPath": SHARED_MOUNT, "readOnly": True}]
         volumes.append({"name": "shared", "persistentVolumeClaim": {"claimName": f"{system.name}-shared",
                                                                      "readOnly": True}})
-        config = f"{export_dir(system)}/config.json"
-        init.append({"name": "wait-for-export", "image": system.image, "command": [
-            "sh", "-c", f"until [ -f {config} ]; do echo 'waiting for the training export {config}'; sleep 60; done"],
-            "volumeMounts": [{"name": "shared", "mountPath": SHARED_MOUNT, "readOnly": True}],
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}})
+        init.append(wait_for_file(system, "wait-for-export", f"{export_dir(system)}/config.json",
+                                  "the training export", container["volumeMounts"]))
     return pod_spec([container], volumes, initContainers=init, terminationGracePeriodSeconds=DRAIN_TIMEOUT_S + 10,
                     **gpu_placement(system, "inference"))
 
 
-def autoscaler(system: DistributedAISystem) -> dict[str, Any]:
-    serving = system.serving
-    assert serving is not None
+def horizontal_autoscaler(system: DistributedAISystem, name: str, component: str, replicas: tuple[int, int],
+                          metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """An autoscaling/v2 HPA of Deployment ``name`` on ``metrics``: immediate scale-up, slow scale-down."""
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": metadata(system, server_name(system), COMPONENT),
+        "metadata": metadata(system, name, component),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": server_name(system)},
-            "minReplicas": system.min_replicas, "maxReplicas": system.max_replicas,
-            "metrics": [
-                {"type": "Pods", "pods": {"metric": {"name": QUEUE_METRIC},
-                                          "target": {"type": "AverageValue",
-                                                     "averageValue": f"{serving.target_queue_depth:g}"}}},
-                {"type": "Resource", "resource": {"name": "cpu", "target": {
-                    "type": "Utilization", "averageUtilization": CPU_FALLBACK_UTILIZATION}}},
-            ],
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": replicas[0], "maxReplicas": replicas[1],
+            "metrics": metrics,
             "behavior": {
                 "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
                             "policies": [{"type": "Percent", "value": 100, "periodSeconds": 30},
@@ -105,24 +97,45 @@ def autoscaler(system: DistributedAISystem) -> dict[str, Any]:
     }
 
 
+CPU_UTILIZATION_METRIC = {"type": "Resource", "resource": {"name": "cpu", "target": {
+    "type": "Utilization", "averageUtilization": CPU_FALLBACK_UTILIZATION}}}
+
+
+def autoscaler(system: DistributedAISystem) -> dict[str, Any]:
+    serving = system.serving
+    assert serving is not None
+    queue = {"type": "Pods", "pods": {"metric": {"name": QUEUE_METRIC},
+                                      "target": {"type": "AverageValue",
+                                                 "averageValue": f"{serving.target_queue_depth:g}"}}}
+    return horizontal_autoscaler(system, server_name(system), COMPONENT, (system.min_replicas, system.max_replicas),
+                                 [queue, CPU_UTILIZATION_METRIC])
+
+
+def replicated_http_service(system: DistributedAISystem, name: str, component: str, pod: dict[str, Any], port: int,
+                            replicas: int | None) -> list[dict[str, Any]]:
+    """Deployment (rolling updates that never drop below the current size), Service on ``port`` and a
+    PodDisruptionBudget; ``replicas`` None leaves the size to an autoscaler."""
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(system, component)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {"metadata": {"labels": labels(system, component)}, "spec": pod},
+    }
+    if replicas is not None:
+        spec = {"replicas": replicas, **spec}
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(system, name, component), "spec": spec},
+        {"apiVersion": "v1", "kind": "Service", "metadata": metadata(system, name, component),
+         "spec": {"selector": selector(system, component),
+                  "ports": [{"name": "http", "port": port, "targetPort": "http"}]}},
+        pod_disruption_budget(system, name, component, max_unavailable="25%"),
+    ]
+
+
 def serving_manifests(system: DistributedAISystem, autoscaling: bool) -> list[dict[str, Any]]:
     """Deployment, Service, PodDisruptionBudget and (with ``autoscaling``) the HPA; without it the fleet
     runs ``max_replicas`` replicas."""
-    name = server_name(system)
-    spec: dict[str, Any] = {
-        "selector": {"matchLabels": selector(system, COMPONENT)},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "template": {"metadata": {"labels": labels(system, COMPONENT)}, "spec": _server_pod(system)},
-    }
-    if not autoscaling:
-        spec = {"replicas": system.max_replicas, **spec}
-    documents = [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(system, name, COMPONENT), "spec": spec},
-        {"apiVersion": "v1", "kind": "Service", "metadata": metadata(system, name, COMPONENT),
-         "spec": {"selector": selector(system, COMPONENT),
-                  "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]}},
-        pod_disruption_budget(system, name, COMPONENT, max_unavailable="25%"),
-    ]
+    documents = replicated_http_service(system, server_name(system), COMPONENT, _server_pod(system), PORT,
+                                        None if autoscaling else system.max_replicas)
     return documents + ([autoscaler(system)] if autoscaling else [])
 
 

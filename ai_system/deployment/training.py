@@ -34,6 +34,7 @@ from ai_system.deployment.pods import (
     pod_spec,
     selector,
     share_of_node,
+    shared_claim,
 )
 from ai_system.training.cli import train_arguments
 
@@ -66,12 +67,7 @@ def export_dir(system: DistributedAISystem) -> str:
 def shared_volume_claim(system: DistributedAISystem) -> dict[str, Any]:
     """The volume training checkpoints to and serving loads the export from: ReadWriteMany, so every
     training node writes its shards of a DCP checkpoint and every server reads the export."""
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteMany"],
-                            "resources": {"requests": {"storage": f"{system.shared_storage_gib}Gi"}}}
-    if system.storage_class:
-        spec["storageClassName"] = system.storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": metadata(system, f"{system.name}-shared", COMPONENT), "spec": spec}
+    return shared_claim(system, f"{system.name}-shared", COMPONENT, system.shared_storage_gib)
 
 
 def train_command(system: DistributedAISystem, plan: TrainingPlan) -> list[str]:

@@ -32,7 +32,8 @@ def test_case_studies_describe_their_scale():
     recommender = DistributedAISystem.from_yaml(BLUEPRINTS / "recommender.yaml")
     assert recommender.kv_store.shards > 1 and recommender.training is None
     search = DistributedAISystem.from_yaml(str(BLUEPRINTS / "search.yaml"))
-    assert search.inference_gpus == 128
+    assert search.inference_gpus == 128 and search.search.device == "cuda"
+    assert (search.search_min_replicas, search.search_max_replicas) == (16, 128)
 
 
 def test_sections_accept_mappings_and_layout_text():
@@ -61,13 +62,27 @@ def test_sections_accept_mappings_and_layout_text():
     ({"serving": {"max_replicas": 64}}, r"max_replicas=64 exceeds the 32 inference GPUs"),
     ({"serving": {"min_replicas": 9, "max_replicas": 8}}, r"min_replicas=9 exceeds max_replicas=8"),
     ({"kv_store": {"memory_gib": 64, "storage_gib": 32}}, r"storage_gib=32 is smaller than memory_gib=64"),
-    ({"training": None, "serving": None}, r"'fgd-pack' derives its target workload .* no training or serving"),
+    ({"training": None, "serving": None}, r"'fgd-pack' derives its target workload .* no training, serving or GPU"),
+    ({"search": {}}, r"search has no inference GPU left: serving.max_replicas=32 takes all 32"),
+    ({"serving": {"max_replicas": 24}, "search": {"max_replicas": 12}},
+     r"search.max_replicas=12 plus 24 serving replicas exceed the 32 inference GPUs"),
+    ({"serving": {"max_replicas": 24}, "search": {"vectors": 200_000_000, "dim": 128}},
+     r"200,000,000 x 128 float32 vectors \(102 GB\), more than 72 GB usable on one H100-SXM"),
+    ({"search": {"nprobe": 64, "nlist": 32}}, r"search.nprobe=64 exceeds nlist=32"),
+    ({"search": {"data": "corpus.csv"}}, r"search.data must be 'clustered', 'python-docs' or a .npy file"),
+    ({"search": {"device": "tpu"}}, r"search.device must be one of \['cpu', 'cuda'\], got 'tpu'"),
+    ({"search": {"index": "hnsw"}}, r"search.index must be one of .*got 'hnsw'"),
     ({"serving": "fast"}, r"serving must be a ServingSpec, a mapping of its fields or None"),
     ({"kv_store": {"replicas": 2}}, r"unknown key\(s\) \['replicas'\] in kv_store"),
 ])
 def test_impossible_systems_are_refused_with_the_value(changes, message):
     with pytest.raises(ValueError, match=message):
         DistributedAISystem(**{**QUICK_START, **changes})
+
+
+def test_cpu_search_leaves_the_gpus_to_the_model_servers():
+    system = DistributedAISystem(**QUICK_START, search={"device": "cpu", "vectors": 10**9})
+    assert (system.search_min_replicas, system.search_max_replicas) == (8, 8)
 
 
 def test_yaml_errors_name_the_file(tmp_path):

@@ -92,3 +92,31 @@ def test_no_results_means_no_serving_figures_and_a_note(tmp_path):
     assert not [figure for figure in summary.figures if figure.name.startswith(("serving", "kv_store"))]
     assert any("test_serving_latency.py" in note for note in summary.notes)
     assert "run it:          ai-system train --model 1B" in str(summary)
+
+
+def _search_load(offered: float, served: float, p99_ms: float) -> list[Metric]:
+    params = {"index": "ivf_flat", "offered_qps": offered}
+    scale = "100000 × 128 vectors, IVF nlist 256, 8 threads, HTTP"
+    return [Metric(name="search_http_served_qps", value=served, unit="req/s", better="higher", area="search",
+                   scale=scale, params=params),
+            Metric(name="search_http_p99_ms", value=p99_ms, unit="ms", better="lower", area="search", scale=scale,
+                   params=params)]
+
+
+def test_search_capacity_is_the_best_measured_load_within_the_slo(tmp_path):
+    loads = _search_load(500, 498.0, 12.0) + _search_load(2000, 1900.0, 40.0) + _search_load(4000, 2500.0, 900.0)
+    system = DistributedAISystem.from_yaml(BLUEPRINTS / "search.yaml")
+    summary = system.capacity_summary(_results(tmp_path, None, loads))
+    replica, fleet = summary.figure("search_replica_qps_at_slo"), summary.figure("search_fleet_qps_at_slo")
+    assert replica.kind == "measured" and replica.value == 1900.0 and "p99 40.0 ms <= 50 ms" in replica.basis
+    assert fleet.kind == "projected" and fleet.value == 128 * 1900.0 and "128 replicas" in fleet.basis
+    assert any("measured on test None (CPU)" in note for note in summary.notes)
+
+
+def test_search_without_results_says_not_measured(tmp_path):
+    summary = DistributedAISystem.from_yaml(BLUEPRINTS / "search.yaml").capacity_summary(tmp_path)
+    assert not summary.figures
+    assert summary.notes == [next(note for note in summary.notes if note.startswith("search not measured"))]
+    too_slow = _results(tmp_path / "slow", None, _search_load(500, 498.0, 80.0))
+    summary = DistributedAISystem.from_yaml(BLUEPRINTS / "search.yaml").capacity_summary(too_slow)
+    assert not summary.figures and "no load in run" in summary.notes[0]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from ai_system.architecture import DistributedAISystem, plan_training
@@ -146,8 +147,11 @@ def test_training_runs_the_planned_train_command_under_torchrun():
         assert sidecar["command"][:3] == ["ai-system", "deploy", "train-exporter"]
 
 
-def test_every_project_command_in_a_pod_parses_with_the_projects_cli():
-    """A renamed or removed flag of ``ai-system serve``/``train``/... breaks here, not in a cluster."""
+def test_every_project_command_in_a_pod_parses_with_the_projects_cli(monkeypatch):
+    """A renamed or removed flag of ``ai-system serve``/``train``/... breaks here, not in a cluster. The pods
+    run on GPU nodes, so ``--device cuda`` parses as it does there (this machine need not have one)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     commands = {}
     for where, doc in DOCUMENTS:
         for spec in _pod_specs(doc):
@@ -157,7 +161,8 @@ def test_every_project_command_in_a_pod_parses_with_the_projects_cli():
                     commands[tuple(line[1:])] = where
                 elif line[:3] == ["torchrun", "-m", "ai_system.cli"]:
                     commands[tuple(line[3:])] = where
-    assert {line[0] for line in commands} == {"serve", "train", "schedule", "deploy"}
+    assert {line[0] for line in commands} == {"serve", "train", "schedule", "deploy", "search"}
+    assert {line[1] for line in commands if line[0] == "search"} == {"build", "serve"}
     for line, where in commands.items():
         try:
             build_parser(line[0]).parse_args(list(line))
@@ -205,6 +210,44 @@ def test_serving_autoscales_on_queue_depth_with_cpu_fallback_and_probes():
     assert not [doc for doc in fixed if doc["kind"] == "HorizontalPodAutoscaler"]
     assert next(doc for doc in fixed if doc["kind"] == "Deployment" and "serve" in doc["metadata"]["name"]
                 )["spec"]["replicas"] == 32
+
+
+def test_search_builds_its_index_then_serves_it_on_one_gpu_each_with_health_probes():
+    manifests = _rendered(system=DistributedAISystem.from_yaml(Path(BLUEPRINTS[0].parent / "search.yaml")))
+    build = manifests["Job/search-search-build"]["spec"]["template"]["spec"]["containers"][0]
+    assert build["command"][:3] == ["ai-system", "search", "build"] and "nvidia.com/gpu" not in build["resources"]
+    assert build["command"][-2:] == ["--out", "/index/ivf_flat.aisys"]
+    pod = manifests["Deployment/search-search"]["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert server["command"][:5] == ["ai-system", "search", "serve", "--index", "/index/ivf_flat.aisys"]
+    assert server["command"][server["command"].index("--device") + 1] == "cuda"
+    assert {server[probe]["httpGet"]["path"] for probe in ("startupProbe", "livenessProbe", "readinessProbe")} == {
+        "/healthz"}
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"]["ai-system.io/pool"] == "inference"
+    assert pod["initContainers"][0]["name"] == "wait-for-index" and server["volumeMounts"][0]["readOnly"]
+    hpa = manifests["HorizontalPodAutoscaler/search-search"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (16, 128)
+    assert [metric["resource"]["name"] for metric in hpa["spec"]["metrics"]] == ["cpu"]
+    assert manifests["PodDisruptionBudget/search-search"]["spec"]["maxUnavailable"] == "25%"
+    assert manifests["Service/search-search"]["spec"]["ports"][0]["port"] == 8100
+    assert manifests["NetworkPolicy/search-search"]["spec"]["ingress"] == [{"ports": [{"protocol": "TCP",
+                                                                                        "port": 8100}]}]
+    assert "search-search,10800,117964,1,1000" in manifests["ConfigMap/ai-system-typical-pods"]["data"][
+        "pod_list.csv"]
+
+
+def test_cpu_search_asks_for_no_gpu_and_validates():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    system = DistributedAISystem(**{**QUICK_START.to_dict(), "search": {"device": "cpu"}})
+    documents = KubernetesDeployment(system, autoscaling=False).render().manifests["45-search.yaml"]
+    deployment = next(doc for doc in documents if doc["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] == 8 and "nodeSelector" not in pod
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    assert pod["containers"][0]["command"][pod["containers"][0]["command"].index("--device") + 1] == "cpu"
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
 
 
 def test_kv_store_is_a_statefulset_with_volumes_and_a_cluster_bootstrap():

@@ -54,6 +54,14 @@ def test_bad_arguments_print_one_line_and_exit_2(tmp_path, capsys, argv, message
     assert re.search(message, err), err
 
 
+def test_serve_on_a_device_the_machine_lacks_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["search", "serve", "--index", "any.bin", "--device", "cuda:99"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1
+    assert "ai-system search serve: error: argument --device: expected a device this machine has" in err
+
+
 def test_python_doc_paragraphs_are_real_documentation():
     """On one stdlib package (the whole library takes too long for CI): its docstrings, split at blank lines."""
     paragraphs = python_doc_paragraphs(root=stdlib_root() / "json")
