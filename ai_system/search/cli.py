@@ -22,7 +22,7 @@ from ai_system.search.index import VectorIndex
 from ai_system.search.ivf import IVFFlatIndex, IVFIndex, IVFPQIndex
 from ai_system.search.metric import METRICS
 from ai_system.search.persist import load_index, save_index
-from ai_system.serving.server import available_device
+from ai_system.serving.server import check_device_present, torch_device
 
 KINDS = ("flat", "ivf_flat", "ivf_pq")
 
@@ -92,6 +92,7 @@ def serve(args: argparse.Namespace) -> int:
     from ai_system.search.server import create_app
     from ai_system.serving.batcher import BatcherConfig
 
+    check_device_present(args.device)
     torch.set_num_threads(args.threads)
     config = BatcherConfig(args.max_batch_size, args.max_queue_delay_ms, args.max_queue_size, args.timeout_s)
     app = create_app(load_index(args.index, args.device), config)
@@ -143,7 +144,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     serve_parser = commands.add_parser("serve", help="serve POST /search over HTTP with dynamic batching")
     serve_parser.add_argument("--index", required=True)
-    serve_parser.add_argument("--device", type=available_device, default="cpu",
+    serve_parser.add_argument("--device", type=torch_device, default="cpu",
                               help="torch device that holds and searches the index, e.g. cpu or cuda")
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8100)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from ai_system.architecture import DistributedAISystem, plan_training
@@ -147,11 +146,9 @@ def test_training_runs_the_planned_train_command_under_torchrun():
         assert sidecar["command"][:3] == ["ai-system", "deploy", "train-exporter"]
 
 
-def test_every_project_command_in_a_pod_parses_with_the_projects_cli(monkeypatch):
-    """A renamed or removed flag of ``ai-system serve``/``train``/... breaks here, not in a cluster. The pods
-    run on GPU nodes, so ``--device cuda`` parses as it does there (this machine need not have one)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+def test_every_project_command_in_a_pod_parses_with_the_projects_cli():
+    """A renamed or removed flag of ``ai-system serve``/``train``/... breaks here, not in a cluster
+    (``--device cuda`` parses on any machine; serving checks the device when it starts)."""
     commands = {}
     for where, doc in DOCUMENTS:
         for spec in _pod_specs(doc):

@@ -55,11 +55,10 @@ def test_bad_arguments_print_one_line_and_exit_2(tmp_path, capsys, argv, message
 
 
 def test_serve_on_a_device_the_machine_lacks_is_one_line_exit_2(capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(["search", "serve", "--index", "any.bin", "--device", "cuda:99"])
+    assert main(["search", "serve", "--index", "any.bin", "--device", "cuda:99"]) == 2
     err = capsys.readouterr().err
-    assert exited.value.code == 2 and err.count("\n") == 1
-    assert "ai-system search serve: error: argument --device: expected a device this machine has" in err
+    assert err.count("\n") == 1
+    assert "ai-system search serve: --device: expected a device this machine has, got 'cuda:99'" in err
 
 
 def test_python_doc_paragraphs_are_real_documentation():
