@@ -21,6 +21,7 @@ The baselines follow the FGD paper's simulator (alibaba/kubernetes-scheduler-sim
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -68,7 +69,7 @@ def lexicographic_argmin(keys: Keys) -> int | None:
     return int(rows[0])
 
 
-class Policy:
+class Policy(ABC):
     """Base: per-node scores, argmin. Subclasses implement ``score_nodes``.
 
     A node's score for a request depends on that node's state alone, so every request's scores are
@@ -101,10 +102,10 @@ class Policy:
         return (tuple(key[nodes] for key in choices.keys),
                 choices.slots[nodes] if choices.slots is not None else None)
 
+    @abstractmethod
     def score_nodes(self, cluster: Cluster, task: Task, nodes: np.ndarray) -> tuple[Keys, np.ndarray | None]:
         """Sort keys (lower is better, ``key_dtypes``) of the feasible ``nodes`` computed from the current
         state, and the GPU slots per node where the policy picks them (``picks_gpus``), else ``None``."""
-        raise NotImplementedError
 
     def bind(self, cluster: Cluster) -> None:
         """Forget every cache when the policy meets a new cluster."""
@@ -155,6 +156,10 @@ class RandomFit(Policy):
         fitting = np.flatnonzero(cluster.gpu_free[node] >= task.gpu_milli) if task.num_gpu else np.array([], int)
         gpus = self.rng.choice(fitting, size=task.num_gpu, replace=False) if task.num_gpu else []
         return Placement(task, node, tuple(sorted(int(g) for g in gpus)))
+
+    def score_nodes(self, cluster: Cluster, task: Task, nodes: np.ndarray) -> tuple[Keys, None]:
+        """A random order (what an extender's prioritize call sees); ``choose`` draws its node directly."""
+        return (self.rng.permutation(len(nodes)).astype(np.int64),), None
 
 
 class BestFit(Policy):

@@ -9,6 +9,7 @@ index or a duplicate id raise ``ValueError`` naming the value and what was expec
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -72,7 +73,7 @@ def check_k(k: Any, size: int) -> int:
     return int(k)
 
 
-class VectorIndex:
+class VectorIndex(ABC):
     """Base of the indexes: ids, metric, and the checked entry points around each index's own ``_add``/``_search``."""
 
     kind: ClassVar[str]
@@ -84,12 +85,14 @@ class VectorIndex:
         self.metric = check_metric(metric)
         self.next_id = 0
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def all_ids(self) -> torch.Tensor:
         """The ids of every indexed vector (int64, in storage order)."""
-        raise NotImplementedError
+        ...
 
     def add(self, vectors: Any, ids: Any = None) -> torch.Tensor:
         """Index ``vectors``; returns their ids (given, or the next free ones)."""
@@ -116,23 +119,29 @@ class VectorIndex:
         return self._search(queries, check_k(k, len(self)))
 
     @property
+    @abstractmethod
     def nbytes(self) -> int:
         """Bytes the index holds for its vectors and ids (training state such as centroids excluded)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _add(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _remove(self, ids: torch.Tensor) -> int:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _search(self, queries: torch.Tensor, k: int) -> Hits:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """Config (JSON-able) and tensors that ``from_state`` rebuilds the index from: what ``persist`` saves."""
-        raise NotImplementedError
+        ...
 
     @classmethod
+    @abstractmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> VectorIndex:
-        raise NotImplementedError
+        ...

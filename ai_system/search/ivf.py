@@ -18,6 +18,7 @@ the list of centroid ``c``, and squared L2 adds the stored ``-|x̂|²/2`` of the
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,8 +107,9 @@ class IVFIndex(VectorIndex):
     def _train_codec(self, vectors: torch.Tensor, labels: torch.Tensor) -> None:
         """Anything the storage learns beyond the centroids (nothing for full vectors)."""
 
+    @abstractmethod
     def _encode(self, vectors: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        ...
 
     def _add(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
         if not self.trained:
@@ -147,9 +149,10 @@ class IVFIndex(VectorIndex):
     def _prepare(self, probed: ProbedQueries) -> None:
         """Per-query state the storage needs before scanning lists (e.g. PQ lookup tables)."""
 
+    @abstractmethod
     def _list_topk(self, cell: int, slots: torch.Tensor, rows: torch.Tensor, probed: ProbedQueries, k: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        ...
 
     def _search(self, queries: torch.Tensor, k: int) -> Hits:
         raw = self._normalized(queries)
