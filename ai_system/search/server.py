@@ -163,11 +163,14 @@ def create_app(index: VectorIndex, config: BatcherConfig | None = None, drain_ti
                              ) -> Response:
         if request.url.path != "/search":
             return await call_next(request)
-        started = time.perf_counter()
-        response = await call_next(request)
-        metrics.latency.observe(time.perf_counter() - started)
-        metrics.requests.labels(status=str(response.status_code)).inc()
-        return response
+        started, status = time.perf_counter(), 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            metrics.latency.observe(time.perf_counter() - started)
+            metrics.requests.labels(status=str(status)).inc()
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

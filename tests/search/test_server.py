@@ -126,3 +126,19 @@ def test_metrics_move_with_requests_and_count_errors(served, corpus):
     assert moved("aisys_search_request_latency_seconds_count") >= 2
     assert moved("aisys_search_batch_size_count") >= 1 and moved("aisys_search_batch_size_sum") >= 1
     assert after["aisys_search_queue_depth"] == 0
+
+
+def test_a_failing_search_is_counted_as_an_internal_error(corpus):
+    index = FlatIndex(8, "l2")
+    index.add(corpus[:10])
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the index broke")
+
+    index.search = broken
+    with ThreadedServer(create_app(index, BatcherConfig(max_queue_delay_ms=0))) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        error_of(client.post("/search", json={"queries": [corpus[0].tolist()], "k": 1}), 500)
+        after = metric_samples(server.url)
+    assert after['aisys_search_request_errors_total{kind="internal_error"}'] == 1
+    assert after['aisys_search_requests_total{status="500"}'] == 1
