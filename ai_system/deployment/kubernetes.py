@@ -24,7 +24,9 @@ from ai_system.deployment.monitoring import dashboard, prometheus_config, promet
 from ai_system.deployment.network import network_policies
 from ai_system.deployment.pods import POOL_LABEL
 from ai_system.deployment.scheduling import extender_manifests, kueue_manifests
+from ai_system.deployment.search import QUEUE_METRIC as SEARCH_QUEUE_METRIC
 from ai_system.deployment.search import search_manifests
+from ai_system.deployment.serving import QUEUE_METRIC as SERVING_QUEUE_METRIC
 from ai_system.deployment.serving import adapter_rules, serving_manifests
 from ai_system.deployment.text import yaml_documents, yaml_text
 from ai_system.deployment.training import training_manifests
@@ -126,10 +128,10 @@ class KubernetesDeployment:
                 training_manifests(system, plan, other))
         if system.serving is not None:
             manifests["40-serving.yaml"] = serving_manifests(system, self.autoscaling)
-            if self.autoscaling:
-                files["monitoring/prometheus-adapter.yaml"] = yaml_text(adapter_rules())
         if system.search is not None:
             manifests["45-search.yaml"] = search_manifests(system, self.autoscaling)
+        if self.autoscaling and self._queue_metrics():
+            files["monitoring/prometheus-adapter.yaml"] = yaml_text(adapter_rules(self._queue_metrics()))
         if self.monitoring:
             manifests["50-monitoring.yaml"] = prometheus_manifests(system)
             files["monitoring/prometheus.yml"] = yaml_text(prometheus_config(system))
@@ -183,7 +185,7 @@ class KubernetesDeployment:
         lines.append(f"    kubectl apply -f {manifests}")
         if system.kueue and system.training is not None:
             lines.append("  the cluster needs Kueue installed first, or set kueue: false in the blueprint")
-        if self.autoscaling and system.serving is not None:
+        if self.autoscaling and self._queue_metrics():
             lines.append(self._adapter_note(manifests.parent))
         if system.training is not None:
             lines.append(f"  with the Kubeflow training operator, apply "
@@ -220,6 +222,11 @@ class KubernetesDeployment:
     def _launcher_in_cluster(self) -> str:
         return "pytorchjob" if "kubeflow.org" in self._served_groups() else "job"
 
+    def _queue_metrics(self) -> list[str]:
+        """The queue-depth series the autoscalers scale on, one per autoscaled service."""
+        return [metric for spec, metric in ((self.system.serving, SERVING_QUEUE_METRIC),
+                                            (self.system.search, SEARCH_QUEUE_METRIC)) if spec is not None]
+
     def _adapter_note(self, target: Path) -> str:
         return (f"  the autoscaler's queue-depth metric needs the Prometheus Adapter with the rules in "
                 f"{target / 'monitoring' / 'prometheus-adapter.yaml'}; without it the HPA scales on CPU alone")
@@ -235,6 +242,6 @@ class KubernetesDeployment:
         missing = [why for group, why in needed.items() if group not in groups]
         if missing:
             raise DeploymentError("; ".join(missing))
-        if self.autoscaling and self.system.serving is not None and "custom.metrics.k8s.io" not in groups:
+        if self.autoscaling and self._queue_metrics() and "custom.metrics.k8s.io" not in groups:
             return [self._adapter_note(target)]
         return []

@@ -6,6 +6,9 @@ What is scraped, and from where:
 * ``serving``: the ``ai-system serve`` pods (port ``http``, ``/metrics``): the request latency
   histogram, time to first token, generated tokens, queue depth, active requests, batch size,
   errors by kind (``ai_system/serving/server.py``);
+* ``search``: the ``ai-system search serve`` pods (port ``http``, ``/metrics``): requests by status,
+  the request latency histogram, batch size, the batcher's queue depth, errors by kind
+  (``ai_system/search/server.py``);
 * ``training``: the training pods' metrics sidecar (``exporter.py``): step, tokens/s, loss, MFU,
   when the step last advanced, whether the run is done;
 * ``kv-store``: the Redis pods' ``redis_exporter`` sidecar: ``redis_up``, commands, memory;
@@ -21,7 +24,7 @@ import json
 from typing import Any
 
 from ai_system.architecture.blueprint import DistributedAISystem
-from ai_system.deployment import kvstore, serving, training
+from ai_system.deployment import kvstore, search, serving, training
 from ai_system.deployment.network import DCGM_NAMESPACE, DCGM_PORT, PROMETHEUS, PROMETHEUS_PORT
 from ai_system.deployment.pods import labels, metadata, pod_spec, selector
 from ai_system.deployment.text import yaml_text
@@ -33,6 +36,7 @@ TRAINING_STALL_S = 900
 ERRORS = 'aisys_request_errors_total{job="serving",kind!="client_disconnected"}'
 LATENCY = 'aisys_request_latency_seconds_bucket{job="serving"}'
 COUNT = 'aisys_request_latency_seconds_count{job="serving"}'
+SEARCH_LATENCY = 'aisys_search_request_latency_seconds_bucket{job="search"}'
 
 RECORDING_RULES: dict[str, list[tuple[str, str]]] = {
     "serving": [
@@ -44,6 +48,11 @@ RECORDING_RULES: dict[str, list[tuple[str, str]]] = {
          f"(sum(rate({ERRORS}[5m])) or vector(0)) / clamp_min(sum(rate({COUNT}[5m])) + "
          f"(sum(rate({ERRORS}[5m])) or vector(0)), 1e-9)"),
         ("aisys:queue_depth:sum", 'sum(aisys_queue_depth{job="serving"})'),
+    ],
+    "search": [
+        ("aisys:search_latency_seconds:p99_5m",
+         f"histogram_quantile(0.99, sum by (le) (rate({SEARCH_LATENCY}[5m])))"),
+        ("aisys:search_queue_depth:sum", f'sum({search.QUEUE_METRIC}{{job="search"}})'),
     ],
     "gpu": [("aisys:gpu_utilization:avg", 'avg(DCGM_FI_DEV_GPU_UTIL{job="gpu"})')],
 }
@@ -64,6 +73,10 @@ def alerting_rules(system: DistributedAISystem) -> list[dict[str, Any]]:
             _alert("AisysServingErrorRate", f"aisys:request_errors:ratio_rate5m > {ERROR_RATIO_LIMIT:g}", "5m", "page",
                    f"more than {ERROR_RATIO_LIMIT:.0%} of requests failed over 5 minutes"),
         ]
+    if system.search is not None:
+        alerts.append(_alert(
+            "AisysSearchLatencySLO", f"aisys:search_latency_seconds:p99_5m > {system.search.slo_p99_ms / 1e3:g}", "5m",
+            "page", f"p99 search latency above the {system.search.slo_p99_ms:g} ms SLO for 5 minutes"))
     alerts.append(_alert(
         "AisysGPUUtilizationLow", f"aisys:gpu_utilization:avg < {system.gpu_utilization_target_pct:g}", "30m", "ticket",
         f"mean GPU utilization below the {system.gpu_utilization_target_pct:g}% target for 30 minutes"))
@@ -81,7 +94,8 @@ def alerting_rules(system: DistributedAISystem) -> list[dict[str, Any]]:
 
 
 def rules(system: DistributedAISystem) -> dict[str, Any]:
-    recorded = RECORDING_RULES["gpu"] + (RECORDING_RULES["serving"] if system.serving is not None else [])
+    recorded = RECORDING_RULES["gpu"] + (RECORDING_RULES["serving"] if system.serving is not None else []) + \
+        (RECORDING_RULES["search"] if system.search is not None else [])
     return {"groups": [
         {"name": "aisys-recording", "rules": [{"record": name, "expr": expr} for name, expr in recorded]},
         {"name": "aisys-alerts", "rules": alerting_rules(system)},
@@ -128,6 +142,18 @@ def rule_tests(system: DistributedAISystem, rules_file: str = "alerts.yml") -> d
                  "exp_samples": [{"labels": "aisys:request_errors:ratio_rate5m", "value": 0}]},
                 {"expr": "aisys:queue_depth:sum", "eval_time": "5m",
                  "exp_samples": [{"labels": "aisys:queue_depth:sum", "value": 8}]}]})
+    if system.search is not None:
+        slow_le = f"{4 * system.search.slo_p99_ms / 1e3:g}"
+        slow_search = {f'aisys_search_request_latency_seconds_bucket{{job="search",le="{le}"}}': values
+                       for le, values in (("0.005", "0x30"), (slow_le, "0+100x30"), ("+Inf", "0+100x30"))}
+        tests.append(_alert_test(system, "AisysSearchLatencySLO", {**slow_search, **gpu_busy}, "20m"))
+        healthy |= {f'aisys_search_request_latency_seconds_bucket{{job="search",le="{le}"}}': "0+100x60"
+                    for le in ("0.005", slow_le, "+Inf")}
+        tests.append({"interval": "1m", "input_series": [
+            {"series": f'{search.QUEUE_METRIC}{{job="search",pod="a"}}', "values": "2x10"},
+            {"series": f'{search.QUEUE_METRIC}{{job="search",pod="b"}}', "values": "7x10"}],
+            "promql_expr_test": [{"expr": "aisys:search_queue_depth:sum", "eval_time": "5m",
+                                  "exp_samples": [{"labels": "aisys:search_queue_depth:sum", "value": 9}]}]})
     tests.append(_alert_test(system, "AisysGPUUtilizationLow",
                              {'DCGM_FI_DEV_GPU_UTIL{job="gpu",gpu="0"}': "20x60"}, "45m"))
     if system.training is not None:
@@ -185,6 +211,8 @@ def prometheus_config(system: DistributedAISystem, static_targets: dict[str, lis
     jobs = []
     if system.serving is not None:
         jobs.append(_pod_job(system, "serving", serving.COMPONENT, "http"))
+    if system.search is not None:
+        jobs.append(_pod_job(system, "search", search.COMPONENT, "http"))
     if system.training is not None:
         jobs.append(_pod_job(system, "training", training.COMPONENT, "metrics", interval="30s"))
     if system.kv_store is not None:
@@ -241,6 +269,15 @@ def dashboard(system: DistributedAISystem) -> dict[str, Any]:
                                   'sum(rate(aisys_batch_size_count{job="serving"}[1m]))', "rows per iteration")],
              "short", None),
             ("Serving replicas up", [('count(up{job="serving"} == 1)', "replicas")], "short", None),
+        ]
+    if system.search is not None:
+        panels += [
+            ("Search latency", [(quantile.format(q=0.5, series=SEARCH_LATENCY), "p50"),
+                                (quantile.format(q=0.99, series=SEARCH_LATENCY), "p99")], "s",
+             system.search.slo_p99_ms / 1e3),
+            ("Search requests and queue depth",
+             [('sum by (status) (rate(aisys_search_requests_total{job="search"}[1m]))', "{{status}} per second"),
+              (f'sum({search.QUEUE_METRIC}{{job="search"}})', "waiting")], "short", None),
         ]
     panels.append(("GPU utilization", [('avg(DCGM_FI_DEV_GPU_UTIL{job="gpu"})', "mean"),
                                        ('avg by (node) (DCGM_FI_DEV_GPU_UTIL{job="gpu"})', "{{node}}")], "percent",

@@ -7,7 +7,7 @@
 | anyone | servers | 8000 | inference clients |
 | anyone | search servers | 8100 | search clients |
 | ``ai-system.io/kv-client`` pods, other shards, the cluster-init Job | Redis | 6379, 16379 | KV clients, cluster bus |
-| Prometheus | trainer sidecars, servers, Redis exporters, DCGM exporters | 9401, 8000, 9121, 9400 | scraping |
+| Prometheus | trainer sidecars, (search) servers, Redis, DCGM exporters | 9401, 8000, 8100, 9121, 9400 | scraping |
 | Prometheus | Kubernetes API | 443, 6443 | service discovery |
 | ``ai-system.io/metrics-reader`` pods (Grafana, Prometheus Adapter) | Prometheus | 9090 | queries |
 """
@@ -72,6 +72,7 @@ def network_policies(system: DistributedAISystem, monitoring: bool) -> list[dict
     if system.search is not None:
         policies.append(_policy(system, "search", {"matchLabels": selector(system, search.COMPONENT)},
                                 ingress=[{"ports": _ports(search.PORT)}]))
+        scrape_targets.append({"to": [_pods(system, search.COMPONENT)], "ports": _ports(search.PORT)})
     if system.kv_store is not None:
         shards = [_pods(system, kvstore.COMPONENT)]
         clients = [{"podSelector": {"matchLabels": {KV_CLIENT_LABEL: "true"}}},

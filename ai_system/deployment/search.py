@@ -4,10 +4,11 @@
 The index is built once (``ai-system search build``, CPU, written atomically) onto a ReadWriteMany
 volume; each replica waits for the file, loads it read-only and holds it on its GPU
 (``device: cuda``, one ``nvidia.com/gpu`` each) or in memory (``device: cpu``). Probes use the
-search server's ``/healthz`` (200 while the batcher runs, 503 while it drains). The search server
-exports no Prometheus metrics yet, so the HorizontalPodAutoscaler scales on CPU utilization alone
-(the batcher thread and the HTTP layer load the CPU in step with the request rate); it keeps the
-model server's scale-up and scale-down behaviour.
+search server's ``/healthz`` (200 while the batcher runs, 503 while it drains). Prometheus scrapes
+each replica's ``/metrics`` (job ``search``), and the HorizontalPodAutoscaler scales as the model
+server's does: on ``aisys_search_queue_depth`` (requests waiting in the batcher, served per pod by
+the Prometheus Adapter) against half a batch per replica, a queue that already delays the next
+request by a batch, with CPU utilization as the fallback while the custom metrics pipeline is down.
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ from ai_system.deployment.pods import (
     shared_claim,
     wait_for_file,
 )
-from ai_system.deployment.serving import CPU_UTILIZATION_METRIC, horizontal_autoscaler, replicated_http_service
+from ai_system.deployment.serving import (
+    CPU_UTILIZATION_METRIC,
+    horizontal_autoscaler,
+    queue_depth_metric,
+    replicated_http_service,
+)
 from ai_system.resources.extender import GPU_RESOURCE
 
 COMPONENT = "search"
 PORT = 8100
 INDEX_MOUNT = "/index"
+QUEUE_METRIC = "aisys_search_queue_depth"
 
 
 def search_name(system: DistributedAISystem) -> str:
@@ -58,6 +65,12 @@ def serve_command(system: DistributedAISystem) -> list[str]:
             "--host", "0.0.0.0", "--port", str(PORT), "--max-batch-size", str(search.max_batch_size),
             "--max-queue-delay-ms", f"{search.max_queue_delay_ms:g}", "--max-queue-size", str(search.max_queue_size),
             "--timeout-s", f"{search.timeout_s:g}"]
+
+
+def target_queue_depth(system: DistributedAISystem) -> float:
+    """Requests waiting per replica that the autoscaler aims at: half of ``max_batch_size``."""
+    assert system.search is not None
+    return max(1, system.search.max_batch_size // 2)
 
 
 def _replica_resources(system: DistributedAISystem) -> dict[str, Any]:
@@ -119,5 +132,6 @@ def search_manifests(system: DistributedAISystem, autoscaling: bool) -> list[dic
                                           None if autoscaling else system.search_max_replicas)]
     if autoscaling:
         replicas = (system.search_min_replicas, system.search_max_replicas)
-        documents.append(horizontal_autoscaler(system, name, COMPONENT, replicas, [CPU_UTILIZATION_METRIC]))
+        queue = queue_depth_metric(QUEUE_METRIC, target_queue_depth(system))
+        documents.append(horizontal_autoscaler(system, name, COMPONENT, replicas, [queue, CPU_UTILIZATION_METRIC]))
     return documents

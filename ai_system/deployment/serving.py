@@ -101,14 +101,17 @@ CPU_UTILIZATION_METRIC = {"type": "Resource", "resource": {"name": "cpu", "targe
     "type": "Utilization", "averageUtilization": CPU_FALLBACK_UTILIZATION}}}
 
 
+def queue_depth_metric(name: str, target: float) -> dict[str, Any]:
+    """An HPA ``Pods`` metric: the per-pod average of ``name`` (served by the Prometheus Adapter) against ``target``."""
+    return {"type": "Pods", "pods": {"metric": {"name": name},
+                                     "target": {"type": "AverageValue", "averageValue": f"{target:g}"}}}
+
+
 def autoscaler(system: DistributedAISystem) -> dict[str, Any]:
     serving = system.serving
     assert serving is not None
-    queue = {"type": "Pods", "pods": {"metric": {"name": QUEUE_METRIC},
-                                      "target": {"type": "AverageValue",
-                                                 "averageValue": f"{serving.target_queue_depth:g}"}}}
     return horizontal_autoscaler(system, server_name(system), COMPONENT, (system.min_replicas, system.max_replicas),
-                                 [queue, CPU_UTILIZATION_METRIC])
+                                 [queue_depth_metric(QUEUE_METRIC, serving.target_queue_depth), CPU_UTILIZATION_METRIC])
 
 
 def replicated_http_service(system: DistributedAISystem, name: str, component: str, pod: dict[str, Any], port: int,
@@ -139,12 +142,12 @@ def serving_manifests(system: DistributedAISystem, autoscaling: bool) -> list[di
     return documents + ([autoscaler(system)] if autoscaling else [])
 
 
-def adapter_rules() -> dict[str, Any]:
-    """Prometheus Adapter configuration that serves ``aisys_queue_depth`` per pod on the custom metrics API
-    (the adapter's ``--config`` file, or its Helm chart's ``rules.custom``)."""
+def adapter_rules(metrics: list[str]) -> dict[str, Any]:
+    """Prometheus Adapter configuration that serves each of ``metrics`` (queue depths) per pod on the custom
+    metrics API (the adapter's ``--config`` file, or its Helm chart's ``rules.custom``)."""
     return {"rules": [{
-        "seriesQuery": f'{QUEUE_METRIC}{{namespace!="",pod!=""}}',
+        "seriesQuery": f'{metric}{{namespace!="",pod!=""}}',
         "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-        "name": {"matches": f"^{QUEUE_METRIC}$", "as": QUEUE_METRIC},
+        "name": {"matches": f"^{metric}$", "as": metric},
         "metricsQuery": "sum(avg_over_time(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)",
-    }]}
+    } for metric in metrics]}

@@ -7,18 +7,25 @@ The batcher's worker stacks the queued requests into one query matrix, runs one 
 largest ``k`` and answers each request with its own rows and ``k``. Errors use the model server's
 OpenAI-style ``{"error": {...}}`` body: 400 bad input, 409 an empty index, 429 a full queue, 503
 shutting down, 504 a request that waited past its timeout.
+
+``GET /metrics`` (Prometheus text format, ``SearchMetrics``) is what the orchestrator scrapes: requests
+by status, errors by kind, latency, batch size and the batcher's queue depth, which the autoscaler
+scales on.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import torch
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 
 from ai_system.search.index import Hits, VectorIndex, as_vectors, check_k
@@ -31,6 +38,7 @@ from ai_system.serving.batcher import (
     QueueFullError,
 )
 from ai_system.serving.errors import APIError, install_error_handlers
+from ai_system.serving.prometheus import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, add_metrics_route, error_counter
 
 MAX_QUERIES_PER_REQUEST = 1024
 
@@ -104,10 +112,37 @@ class BatchedSearch:
         return answers  # type: ignore[return-value]
 
 
+class SearchMetrics:
+    """Prometheus series for one search server, in its own registry."""
+
+    def __init__(self, queue_depth: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("aisys_search_requests", "Answered /search requests by HTTP status", ["status"],
+                                registry=self.registry)
+        self.latency = Histogram("aisys_search_request_latency_seconds", "Arrival to answer of /search requests",
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("aisys_search_batch_size", "Requests per batched search",
+                                    buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
+        self.errors = error_counter("aisys_search_request_errors", self.registry)
+        queue = Gauge("aisys_search_queue_depth", "Requests waiting in the batcher", registry=self.registry)
+        queue.set_function(queue_depth)
+
+    def count_error(self, kind: str) -> None:
+        self.errors.labels(kind=kind).inc()
+
+    def observing(self, searcher: BatchedSearch) -> Callable[[list[SearchJob]], list[Hits]]:
+        """``searcher`` that records each batch's size."""
+        def search(jobs: list[SearchJob]) -> list[Hits]:
+            self.batch_size.observe(len(jobs))
+            return searcher(jobs)
+        return search
+
+
 def create_app(index: VectorIndex, config: BatcherConfig | None = None, drain_timeout_s: float = 5.0) -> FastAPI:
     """The ASGI app; its lifespan starts and drains the batcher."""
-    searcher = BatchedSearch(index)
-    batcher: DynamicBatcher[SearchJob, Hits] = DynamicBatcher(searcher, config, name="search batcher")
+    metrics = SearchMetrics(queue_depth=lambda: batcher.queued)
+    batcher: DynamicBatcher[SearchJob, Hits] = DynamicBatcher(metrics.observing(BatchedSearch(index)), config,
+                                                              name="search batcher")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -119,7 +154,23 @@ def create_app(index: VectorIndex, config: BatcherConfig | None = None, drain_ti
     app.state.batcher = batcher
     app.state.index = index
 
-    install_error_handlers(app, lambda kind: None)
+    app.state.metrics = metrics
+    install_error_handlers(app, metrics.count_error)
+    add_metrics_route(app, metrics.registry)
+
+    @app.middleware("http")
+    async def observe_search(request: HTTPRequest, call_next: Callable[[HTTPRequest], Awaitable[Response]]
+                             ) -> Response:
+        if request.url.path != "/search":
+            return await call_next(request)
+        started, status = time.perf_counter(), 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            metrics.latency.observe(time.perf_counter() - started)
+            metrics.requests.labels(status=str(status)).inc()
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -33,8 +33,8 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ai_system import ops
 from ai_system.cli import number
@@ -55,7 +55,7 @@ from ai_system.inference.engine import (
 from ai_system.inference.generate import SEED_LIMIT, SamplingParams
 from ai_system.models.config import MODEL_CONFIGS, get_config
 from ai_system.models.pretrained import inspect_pretrained
-from ai_system.serving.errors import ERROR_KINDS, APIError, error_body, install_error_handlers
+from ai_system.serving.errors import APIError, error_body, install_error_handlers
 from ai_system.serving.http_guard import HTTPLimits, RequestGuard, uvicorn_options
 from ai_system.serving.openai_api import (
     ChatCompletionRequest,
@@ -67,9 +67,9 @@ from ai_system.serving.openai_api import (
     sse,
     usage,
 )
+from ai_system.serving.prometheus import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS, add_metrics_route, error_counter
 
 API_KEY_ENV = "AISYS_API_KEY"
-LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TOKEN_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -88,11 +88,8 @@ class ServingMetrics:
         self.tokens_per_second = Gauge("aisys_tokens_per_second", "Tokens generated over the last second",
                                        registry=self.registry)
         self.batch_size = Histogram("aisys_batch_size", "Busy KV-cache slots per engine iteration",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
-        self.errors = Counter("aisys_request_errors", "Failed requests by kind", ["kind"],
-                              registry=self.registry)
-        for kind in ERROR_KINDS:
-            self.errors.labels(kind=kind)
+                                    buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
+        self.errors = error_counter("aisys_request_errors", self.registry)
         queue = Gauge("aisys_queue_depth", "Requests waiting for a slot", registry=self.registry)
         queue.set_function(lambda: engine.queue_depth)
         active = Gauge("aisys_active_requests", "Requests holding a KV-cache slot", registry=self.registry)
@@ -218,9 +215,7 @@ def create_app(engine: Engine, tokenizer: Tokenizer, model_name: str = "debug", 
             return JSONResponse({"status": "not ready"}, status_code=503)
         return JSONResponse({"status": "ready", "queue_depth": engine.queue_depth, "active": engine.active})
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    add_metrics_route(app, metrics.registry)
 
     @app.get("/v1/models")
     async def list_models() -> JSONResponse:

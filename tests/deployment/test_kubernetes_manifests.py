@@ -6,6 +6,7 @@ system needs (the planned train command, hardened pods, GPU limits, probes, auto
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import subprocess
@@ -209,6 +210,19 @@ def test_serving_autoscales_on_queue_depth_with_cpu_fallback_and_probes():
                 )["spec"]["replicas"] == 32
 
 
+def test_search_is_scraped_and_its_queue_depth_served_to_the_autoscaler():
+    system = DistributedAISystem.from_yaml(BLUEPRINTS[0].parent / "search.yaml")
+    rendered = KubernetesDeployment(system).render()
+    adapter = yaml.safe_load(rendered.files["monitoring/prometheus-adapter.yaml"])
+    assert [rule["name"]["as"] for rule in adapter["rules"]] == ["aisys_search_queue_depth"]
+    jobs = yaml.safe_load(rendered.files["monitoring/prometheus.yml"])["scrape_configs"]
+    search_job = next(job for job in jobs if job["job_name"] == "search")
+    assert search_job["relabel_configs"][0]["regex"] == "search;search"
+    both = dataclasses.replace(QUICK_START, search=dataclasses.replace(system.search, device="cpu", max_replicas=4))
+    assert [rule["name"]["as"] for rule in yaml.safe_load(KubernetesDeployment(both).render().files[
+        "monitoring/prometheus-adapter.yaml"])["rules"]] == ["aisys_queue_depth", "aisys_search_queue_depth"]
+
+
 def test_search_builds_its_index_then_serves_it_on_one_gpu_each_with_health_probes():
     manifests = _rendered(system=DistributedAISystem.from_yaml(Path(BLUEPRINTS[0].parent / "search.yaml")))
     build = manifests["Job/search-search-build"]["spec"]["template"]["spec"]["containers"][0]
@@ -225,7 +239,13 @@ def test_search_builds_its_index_then_serves_it_on_one_gpu_each_with_health_prob
     assert pod["initContainers"][0]["name"] == "wait-for-index" and server["volumeMounts"][0]["readOnly"]
     hpa = manifests["HorizontalPodAutoscaler/search-search"]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (16, 128)
-    assert [metric["resource"]["name"] for metric in hpa["spec"]["metrics"]] == ["cpu"]
+    queue, cpu = hpa["spec"]["metrics"]
+    assert queue["pods"]["metric"]["name"] == "aisys_search_queue_depth"
+    assert queue["pods"]["target"]["averageValue"] == "32" and cpu["resource"]["name"] == "cpu"
+    scrapers = manifests["NetworkPolicy/search-prometheus"]["spec"]["egress"]
+    assert {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "search",
+                                                    "app.kubernetes.io/component": "search"}}}],
+            "ports": [{"protocol": "TCP", "port": 8100}]} in scrapers
     assert manifests["PodDisruptionBudget/search-search"]["spec"]["maxUnavailable"] == "25%"
     assert manifests["Service/search-search"]["spec"]["ports"][0]["port"] == 8100
     assert manifests["NetworkPolicy/search-search"]["spec"]["ingress"] == [{"ports": [{"protocol": "TCP",

@@ -8,6 +8,7 @@ import threading
 import httpx
 import pytest
 import torch
+from serving.harness import metric_samples
 
 from ai_system.search import FlatIndex, IVFFlatIndex
 from ai_system.search.load import search_load
@@ -106,3 +107,38 @@ def test_full_queue_is_429():
         report = search_load(server.url, torch.eye(3), k=1, rate=float("inf"), count=6)
     assert report.errors.get("429", 0) >= 1 and report.completed >= 1
     assert report.completed + report.errors["429"] == 6
+
+
+def test_metrics_move_with_requests_and_count_errors(served, corpus):
+    _, _, url = served
+    before = metric_samples(url)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert client.post("/search", json={"queries": [corpus[0].tolist()], "k": 2}).status_code == 200
+        error_of(client.post("/search", json={"queries": [[1.0, 2.0]], "k": 2}), 400)
+    after = metric_samples(url)
+
+    def moved(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert moved('aisys_search_requests_total{status="200"}') >= 1
+    assert moved('aisys_search_requests_total{status="400"}') >= 1
+    assert moved('aisys_search_request_errors_total{kind="invalid_request"}') >= 1
+    assert moved("aisys_search_request_latency_seconds_count") >= 2
+    assert moved("aisys_search_batch_size_count") >= 1 and moved("aisys_search_batch_size_sum") >= 1
+    assert after["aisys_search_queue_depth"] == 0
+
+
+def test_a_failing_search_is_counted_as_an_internal_error(corpus):
+    index = FlatIndex(8, "l2")
+    index.add(corpus[:10])
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the index broke")
+
+    index.search = broken
+    with ThreadedServer(create_app(index, BatcherConfig(max_queue_delay_ms=0))) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        error_of(client.post("/search", json={"queries": [corpus[0].tolist()], "k": 1}), 500)
+        after = metric_samples(server.url)
+    assert after['aisys_search_request_errors_total{kind="internal_error"}'] == 1
+    assert after['aisys_search_requests_total{status="500"}'] == 1
