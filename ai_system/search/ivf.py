@@ -270,10 +270,6 @@ class IVFPQIndex(IVFIndex):
             scores += lists["half_norms"]
         return scores.topk(k, dim=1)
 
-    @property
-    def codebook_nbytes(self) -> int:
-        return self.quantizer.codebooks.nbytes
-
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         config, tensors = super().state()
         return {**config, "pq_m": self.quantizer.m}, {**tensors, "codebooks": self.quantizer.codebooks.cpu()}

@@ -46,8 +46,3 @@ def reported_scores(dot_scores: torch.Tensor, queries: torch.Tensor, metric: str
     if metric == "l2":
         return (queries.to(dot_scores.dtype).pow(2).sum(1, keepdim=True) - 2 * dot_scores).clamp_min(0)
     return dot_scores
-
-
-def missing_score(metric: str) -> float:
-    """The score padding a result row that has fewer than k hits (id -1)."""
-    return float("inf") if metric == "l2" else -float("inf")
